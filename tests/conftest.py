@@ -1,0 +1,20 @@
+"""Test setup: 8 fake CPU devices, and no shadowing of Hugging Face `datasets`.
+
+XLA_FLAGS must be set before JAX is imported anywhere, so this runs first.
+"""
+import os
+import sys
+from pathlib import Path
+
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+).strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+# Running `python -m pytest` from the repo root puts the root on sys.path, and
+# then `import datasets` would find ./datasets (our builders, installed as
+# `emobed_datasets`).  Drop the root so imports resolve to installed packages.
+_ROOT = Path(__file__).resolve().parents[1]
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _ROOT]
+
+REPO_ROOT = _ROOT
