@@ -1,0 +1,250 @@
+"""Flax modules of EmoBed: per-modality encoders, heads, embedding, the wrapper.
+
+Shapes: sequences are ``[batch, time, features]``; ``mask`` is
+``[batch, time]`` with 1 for real frames.  A masked frame leaves the
+recurrent state untouched (the carry is held), is excluded from every
+pooling, and so changes nothing downstream of it.
+
+The recurrent layers compute the input projection of *all* time steps in
+one matmul outside the scan (the four LSTM gates fused in one ``[D, 4H]``
+kernel), so the sequential part is only ``h @ U`` per step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from emobed_jax.config import CoreConfig
+from emobed_jax.losses import l2_normalize
+
+
+def sequence_mask(lengths, max_len: int):
+  """``[batch]`` lengths -> ``[batch, max_len]`` float mask."""
+  return (jnp.arange(max_len)[None, :] < jnp.asarray(lengths)[:, None]).astype(jnp.float32)
+
+
+def masked_mean(x, mask, axis: int = 1):
+  """Mean of ``x [B, T, F]`` over time where ``mask [B, T]`` is 1."""
+  m = mask[..., None].astype(x.dtype)
+  x = jnp.where(m > 0, x, 0.0)
+  return jnp.sum(x * m, axis=axis) / jnp.maximum(jnp.sum(m, axis=axis), 1.0)
+
+
+class Recurrent(nn.Module):
+  """One LSTM or GRU layer over ``[B, T, D]`` with a hoisted input projection."""
+  hidden: int
+  cell: str = "lstm"
+  unroll: int = 1
+
+  @nn.compact
+  def __call__(self, x, mask):
+    h = self.hidden
+    gates = 4 if self.cell == "lstm" else 3
+    # All time steps' input projections in one matmul: [B, T, gates*H].
+    xw = nn.Dense(gates * h, name="input")(x)
+    init = nn.initializers.orthogonal()
+    u = self.param("recurrent", lambda k, s: jnp.concatenate(
+        [init(kk, (h, h)) for kk in jax.random.split(k, gates)], axis=1),
+        (h, gates * h))
+    if self.cell == "gru":
+      bu = self.param("recurrent_bias", nn.initializers.zeros, (gates * h,))
+    batch = x.shape[0]
+    xs = (jnp.swapaxes(xw, 0, 1), jnp.swapaxes(mask, 0, 1)[..., None])
+
+    if self.cell == "lstm":
+      def step(carry, inp):
+        c, hprev = carry
+        xt, mt = inp
+        z = xt + hprev @ u
+        i, f, g, o = jnp.split(z, 4, axis=-1)
+        c_new = jax.nn.sigmoid(f + 1.0) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        h_new = jax.nn.sigmoid(o) * jnp.tanh(c_new)
+        keep = mt > 0
+        c_new = jnp.where(keep, c_new, c)
+        h_new = jnp.where(keep, h_new, hprev)
+        return (c_new, h_new), h_new
+      carry0 = (jnp.zeros((batch, h), xw.dtype), jnp.zeros((batch, h), xw.dtype))
+    else:
+      def step(carry, inp):
+        hprev = carry
+        xt, mt = inp
+        hu = hprev @ u + bu
+        xr, xz, xn = jnp.split(xt, 3, axis=-1)
+        hr, hz, hn = jnp.split(hu, 3, axis=-1)
+        r = jax.nn.sigmoid(xr + hr)
+        zg = jax.nn.sigmoid(xz + hz)
+        n = jnp.tanh(xn + r * hn)
+        h_new = (1.0 - zg) * n + zg * hprev
+        h_new = jnp.where(mt > 0, h_new, hprev)
+        return h_new, h_new
+      carry0 = jnp.zeros((batch, h), xw.dtype)
+
+    _, ys = lax.scan(step, carry0, xs, unroll=self.unroll)
+    return jnp.swapaxes(ys, 0, 1)
+
+
+class Encoder(nn.Module):
+  """Dense -> LayerNorm -> RNN layers (with dropout between), ``[B,T,D]->[B,T,H]``."""
+  proj_dim: int
+  hidden: int
+  num_layers: int
+  cell: str = "lstm"
+  dropout: float = 0.0
+  unroll: int = 1
+
+  @nn.compact
+  def __call__(self, x, mask, *, train: bool = False):
+    x = nn.Dense(self.proj_dim, name="proj")(x)
+    x = nn.LayerNorm(name="norm")(x)
+    for i in range(self.num_layers):
+      x = Recurrent(self.hidden, self.cell, self.unroll, name=f"rnn_{i}")(x, mask)
+      if self.dropout > 0:
+        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    return x
+
+
+class Pool(nn.Module):
+  """Masked temporal pooling ``[B, T, H] -> [B, H]``: mean or attention."""
+  kind: str = "mean"
+
+  @nn.compact
+  def __call__(self, x, mask):
+    if self.kind == "mean":
+      return masked_mean(x, mask)
+    score = nn.Dense(1, name="score")(jnp.tanh(nn.Dense(x.shape[-1], name="attn")(x)))[..., 0]
+    score = jnp.where(mask > 0, score, -1e9)
+    w = jax.nn.softmax(score, axis=1) * (mask > 0)
+    w = w / jnp.maximum(jnp.sum(w, axis=1, keepdims=True), 1e-9)
+    return jnp.einsum("bt,bth->bh", w, jnp.where(mask[..., None] > 0, x, 0.0))
+
+
+class Head(nn.Module):
+  """Recognition head.  Regression: per frame ``[B,T,H] -> [B,T,D]``;
+  classification: pooled ``[B,T,H] -> [B,C]`` logits."""
+  task: str
+  num_outputs: int
+  hidden: int
+  pooling: str = "mean"
+
+  @nn.compact
+  def __call__(self, x, mask):
+    if self.task == "classification":
+      x = Pool(self.pooling, name="pool")(x, mask)
+    x = nn.relu(nn.Dense(self.hidden, name="hidden")(x))
+    return nn.Dense(self.num_outputs, name="out")(x)
+
+
+def segment_pool(x, mask, segment: int):
+  """Masked mean over consecutive segments of ``segment`` frames.
+
+  ``x [B, T, F]``, ``mask [B, T]`` -> (``[B*S, F]``, ``[B*S]`` valid), with
+  ``S = ceil(T / segment)``; the tail is padded with masked frames.
+  """
+  b, t, f = x.shape
+  s = -(-t // segment)
+  pad = s * segment - t
+  if pad:
+    x = jnp.pad(x, ((0, 0), (0, pad), (0, 0)))
+    mask = jnp.pad(mask, ((0, 0), (0, pad)))
+  xs = x.reshape(b * s, segment, f)
+  ms = mask.reshape(b * s, segment)
+  return masked_mean(xs, ms), (jnp.sum(ms, axis=1) > 0).astype(jnp.float32)
+
+
+class EmoBed(nn.Module):
+  """The four settings in one module (DESIGN.md table).
+
+  Parameters (top-level names, stable for checkpoints):
+    ``target_encoder``, ``head``: always (the target branch; inference needs
+      only these).
+    ``aux_encoder``: joint, crossmodal, emobed.
+    ``aux_head``: crossmodal (its own head for the auxiliary modality).
+    ``target_embed``, ``aux_embed``: crossmodal, emobed (projections of each
+      encoder into the one shared embedding space).
+  """
+  config: CoreConfig
+
+  def setup(self):
+    cfg = self.config
+    m, t = cfg.model, cfg.task
+    parts = t.parts
+
+    def encoder(name):
+      return Encoder(m.proj_dim, m.hidden, m.num_layers, m.rnn, m.dropout,
+                     m.unroll, name=name)
+
+    def head(name):
+      return Head(t.task, t.num_outputs, m.head_hidden, m.pooling, name=name)
+
+    self.target_encoder = encoder("target_encoder")
+    self.head = head("head")
+    if parts["aux"]:
+      self.aux_encoder = encoder("aux_encoder")
+    if parts["aux_head"]:
+      self.aux_head = head("aux_head")
+    if parts["triplet"]:
+      self.target_embed = nn.Dense(m.embed_dim, name="target_embed")
+      self.aux_embed = nn.Dense(m.embed_dim, name="aux_embed")
+
+  def _embed(self, proj, h, mask):
+    """Embeddings of a branch: per utterance (classification) or per segment."""
+    if self.config.task.task == "classification":
+      return l2_normalize(proj(masked_mean(h, mask))), (jnp.sum(mask, 1) > 0).astype(jnp.float32)
+    pooled, valid = segment_pool(h, mask, self.config.loss.triplet_segment)
+    return l2_normalize(proj(pooled)), valid
+
+  def __call__(self, target, aux=None, mask=None, *, train: bool = False) -> dict[str, Any]:
+    """Training forward pass.
+
+    Args:
+      target: ``[B, T, target_dim]`` target-modality features.
+      aux: ``[B, T, aux_dim]`` auxiliary features (ignored in ``mono``).
+      mask: ``[B, T]``.
+
+    Returns:
+      dict with ``target_pred`` and, per setting, ``aux_pred``,
+      ``target_emb`` / ``aux_emb`` (``[N, E]``) and ``emb_valid`` (``[N]``).
+    """
+    parts = self.config.task.parts
+    if mask is None:
+      mask = jnp.ones(target.shape[:2], jnp.float32)
+    out = {}
+    h_t = self.target_encoder(target, mask, train=train)
+    out["target_pred"] = self.head(h_t, mask)
+    if not parts["aux"]:
+      return out
+    if aux is None:
+      raise ValueError(f"aux: setting {self.config.task.setting!r} needs the "
+                       "auxiliary modality's features")
+    h_a = self.aux_encoder(aux, mask, train=train)
+    out["aux_pred"] = (self.head if parts["shared_head"] else self.aux_head)(h_a, mask)
+    if parts["triplet"]:
+      out["target_emb"], out["emb_valid"] = self._embed(self.target_embed, h_t, mask)
+      out["aux_emb"], _ = self._embed(self.aux_embed, h_a, mask)
+    return out
+
+  def predict(self, target, mask=None):
+    """Inference on the target modality alone (no auxiliary input or params)."""
+    if mask is None:
+      mask = jnp.ones(target.shape[:2], jnp.float32)
+    return self.head(self.target_encoder(target, mask, train=False), mask)
+
+
+def init_params(config: CoreConfig, rng, seq_len: int = 8):
+  """Initialise parameters with dummy inputs of the configured widths."""
+  t = config.task
+  model = EmoBed(config)
+  x = jnp.zeros((1, seq_len, t.target_dim), jnp.float32)
+  a = jnp.zeros((1, seq_len, t.aux_dim), jnp.float32) if t.parts["aux"] else None
+  variables = model.init({"params": rng, "dropout": rng}, x, a, jnp.ones((1, seq_len)))
+  return model, variables["params"]
+
+
+def target_branch(params) -> dict[str, Any]:
+  """The parameters inference needs: the target encoder and its head."""
+  return {k: params[k] for k in ("target_encoder", "head")}

@@ -1,0 +1,166 @@
+r"""Prepares a dataset for training (TFDS array_record, read without TensorFlow).
+
+Real RECOLA (the unpacked AVEC 2016 package, obtained from its owners):
+
+  python launch/prepare_data.py --dataset=recola --manual_dir=/path/to/AVEC2016
+
+Synthetic demo corpus in the same on-disk format (written once, then
+prepared; a few seconds):
+
+  python launch/prepare_data.py --dataset=demo
+
+Where things go (``--data_dir``, default ``$EMOBED_DATA_DIR`` if set, else
+``~/emobed_data``):
+
+  recola: <data_dir>/recola/1.0.0/                 prepared dataset
+  demo:   <data_dir>/demo_manual/seed_<seed>/      corpus (RECOLA format)
+          <data_dir>/demo/seed_<seed>/recola/1.0.0/ prepared dataset
+
+Running it again is a no-op once the data is prepared (``--overwrite``
+rebuilds).  A user error (missing folder, malformed file) prints one line
+``error: ...`` on stderr and exits with status 1.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+_REPO_ROOT = Path(__file__).resolve().parents[1]
+# `python launch/prepare_data.py` puts launch/ on sys.path, and `python -m` or
+# a root conftest puts the repo root there: drop the root so that `./datasets`
+# cannot shadow Hugging Face's `datasets`; our builders are `emobed_datasets`.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _REPO_ROOT]
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+from absl import logging  # noqa: E402
+
+_DATASET = flags.DEFINE_enum(
+    "dataset", None, ["recola", "demo"], "Which dataset to prepare.")
+_MANUAL_DIR = flags.DEFINE_string(
+    "manual_dir", None,
+    "recola: the unpacked AVEC 2016 RECOLA package (with "
+    "ratings_gold_standard/ and features_*/).")
+_DATA_DIR = flags.DEFINE_string(
+    "data_dir", None,
+    "Where prepared data goes. Default: $EMOBED_DATA_DIR, else ~/emobed_data.")
+_SEED = flags.DEFINE_integer("seed", 0, "demo: corpus seed.")
+_OVERWRITE = flags.DEFINE_bool(
+    "overwrite", False, "Rebuild even if the prepared data exists.")
+flags.mark_flag_as_required("dataset")
+
+
+def default_data_dir() -> Path:
+  """``$EMOBED_DATA_DIR`` if set and non-empty, else ``~/emobed_data``."""
+  env = os.environ.get("EMOBED_DATA_DIR", "").strip()
+  return Path(env).expanduser() if env else Path.home() / "emobed_data"
+
+
+def _import_datasets():
+  """Imports the installed `emobed_datasets`, or ./datasets under that name."""
+  try:
+    import emobed_datasets  # noqa: F401
+  except ImportError:
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "emobed_datasets", _REPO_ROOT / "datasets" / "__init__.py",
+        submodule_search_locations=[str(_REPO_ROOT / "datasets")])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["emobed_datasets"] = module
+    spec.loader.exec_module(module)
+  from emobed_datasets import demo, recola
+  from emobed_datasets.errors import DataError
+  return demo, recola, DataError
+
+
+def _say(message: str) -> None:
+  print(f"[prepare_data] {message}", flush=True)
+
+
+def _summary(recola, builder) -> None:
+  sizes = ", ".join(
+      f"{name}: {split.num_examples} recordings"
+      for name, split in builder.info.splits.items())
+  sets = ", ".join(recola.available_feature_sets(builder))
+  _say(f"splits: {sizes}")
+  _say(f"feature sets: {sets}; labelled splits: train, dev")
+  _say(f"prepared data: {builder.data_dir}")
+
+
+def _prepare(demo, recola, data_dir: Path):
+  if _DATASET.value == "recola":
+    if not _MANUAL_DIR.value:
+      raise _UsageError(
+          "--manual_dir is required with --dataset=recola (the unpacked "
+          "AVEC 2016 RECOLA package)")
+    manual_dir = Path(_MANUAL_DIR.value).expanduser()
+    if recola.is_prepared(data_dir) and not _OVERWRITE.value:
+      _say(f"already prepared at {recola.prepared_path(data_dir)}; "
+           "nothing to do (--overwrite rebuilds)")
+      return recola.prepare(manual_dir, data_dir)
+    _say(f"checking {manual_dir}")
+    layout = recola.check_layout(manual_dir)
+    counts = ", ".join(f"{s}: {len(r)}" for s, r in layout.recordings.items())
+    _say(f"found feature sets {', '.join(layout.feature_sets)}; "
+         f"recordings {counts}")
+    _say(f"preparing into {data_dir} (array_record)")
+    start = time.perf_counter()
+    builder = recola.prepare(manual_dir, data_dir, overwrite=_OVERWRITE.value,
+                             show_progress=_show_tfds_progress())
+    _say(f"prepared in {time.perf_counter() - start:.1f} s")
+    return builder
+
+  manual_dir, tfds_dir = demo.demo_paths(data_dir, _SEED.value)
+  if recola.is_prepared(tfds_dir) and not _OVERWRITE.value:
+    _say(f"demo already prepared at {recola.prepared_path(tfds_dir)}; "
+         "nothing to do (--overwrite rebuilds)")
+    return recola.prepare(manual_dir, tfds_dir)
+  start = time.perf_counter()
+  _say(f"writing demo corpus (seed {_SEED.value}) to {manual_dir}")
+  demo.ensure_demo_corpus(manual_dir, _SEED.value)
+  _say(f"demo corpus ready in {time.perf_counter() - start:.1f} s")
+  start = time.perf_counter()
+  _say(f"preparing into {tfds_dir} (array_record)")
+  builder = recola.prepare(manual_dir, tfds_dir, overwrite=_OVERWRITE.value,
+                           show_progress=_show_tfds_progress())
+  _say(f"prepared in {time.perf_counter() - start:.1f} s")
+  return builder
+
+
+def _show_tfds_progress() -> bool:
+  """TFDS progress bars only on a terminal (not in logs or pipes)."""
+  return sys.stderr.isatty()
+
+
+class _UsageError(Exception):
+  """A flag combination the user got wrong."""
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    _fail(f"unexpected arguments {' '.join(argv[1:])!r}")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # our own lines report progress
+  demo, recola, data_error = _import_datasets()
+  data_dir = (Path(_DATA_DIR.value).expanduser() if _DATA_DIR.value
+              else default_data_dir())
+  try:
+    builder = _prepare(demo, recola, data_dir)
+    _summary(recola, builder)
+  except (data_error, _UsageError) as e:
+    _fail(str(e))
+  except OSError as e:  # permissions, full disk, ...: name the path
+    _fail(f"{e.strerror or e}: {e.filename}" if e.filename else str(e))
+
+
+def _fail(message: str) -> None:
+  line = " ".join(message.split())
+  print(f"error: {line}", file=sys.stderr, flush=True)
+  sys.exit(1)
+
+
+if __name__ == "__main__":
+  app.run(main)
