@@ -422,7 +422,8 @@ def prepare_demo(
   from emobed_datasets import recola  # imports TFDS; keep it lazy.
 
   manual_dir, tfds_dir = demo_paths(data_dir, seed)
-  if recola.is_prepared(tfds_dir) and not (manual_dir / DEMO_MARKER).is_file():
-    return recola.prepare(None, tfds_dir)  # corpus deleted after preparing
+  if recola.is_prepared(tfds_dir):
+    # Prepared already (perhaps with other sizes, e.g. by a test): use it as is.
+    return recola.prepare(None, tfds_dir)
   ensure_demo_corpus(manual_dir, seed, **corpus_kwargs)
   return recola.prepare(manual_dir, tfds_dir, show_progress=show_progress)

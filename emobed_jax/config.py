@@ -161,6 +161,104 @@ class CoreConfig:
     return dataclasses.replace(self, **new).validate()
 
 
+DATASETS = ("recola", "demo")
+#: Modality names: a RECOLA feature set, or an alias.
+MODALITY_ALIASES = {"audio": "audio", "video": "video_appearance"}
+FEATURE_SET_NAMES = ("audio", "video_appearance", "video_geometric", "ecg",
+                     "hrhrv", "eda", "scl", "scr")
+FEATURE_VARIANTS = ("auto", "arousal", "valence", "concat")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+  """Where the data is and how it is cut into examples (RECOLA: 40 ms frames).
+
+  ``modality`` / ``aux_modality``: ``audio``, ``video`` (= the appearance
+  features) or any RECOLA feature set name.  ``feature_variant``: RECOLA
+  ships every feature set computed twice (windows tuned for arousal and for
+  valence); ``auto`` takes the matching one for a single dimension and
+  concatenates both for two.
+  """
+  dataset: str = "demo"
+  data_dir: str = ""
+  manual_dir: str = ""
+  demo_seed: int = 0
+  modality: str = "audio"
+  aux_modality: str = "video"
+  dimensions: tuple[str, ...] = ("arousal", "valence")
+  feature_variant: str = "auto"
+  window: int = 300
+  hop: int = 50
+  frame_step: int = 1
+  delay_s: float = 2.0
+  frame_rate: float = 25.0
+  #: Training recordings held out (the last ones of the train split) for
+  #: model selection; 0 selects on the evaluation split (then say so).
+  val_recordings: int = 2
+  eval_split: str = "dev"
+
+  def feature_set(self, which: str) -> str:
+    name = getattr(self, which)
+    return MODALITY_ALIASES.get(name, name)
+
+  def variants(self) -> tuple[str, ...]:
+    if self.feature_variant == "auto":
+      return tuple(self.dimensions)
+    if self.feature_variant == "concat":
+      return ("arousal", "valence")
+    return (self.feature_variant,)
+
+  @property
+  def delay_frames(self) -> int:
+    return int(round(self.delay_s * self.frame_rate))
+
+  def validate(self) -> "DataConfig":
+    _check(self.dataset in DATASETS, "dataset", f"one of {DATASETS}", self.dataset)
+    names = tuple(MODALITY_ALIASES) + FEATURE_SET_NAMES
+    _check(self.modality in names, "modality", f"one of {names}", self.modality)
+    _check(self.aux_modality in names, "aux_modality", f"one of {names}", self.aux_modality)
+    _check(self.feature_set("aux_modality") != self.feature_set("modality"), "aux_modality",
+           f"a modality other than the target {self.modality!r}", self.aux_modality)
+    dims = ("arousal", "valence")
+    _check(len(self.dimensions) > 0 and len(set(self.dimensions)) == len(self.dimensions)
+           and all(d in dims for d in self.dimensions), "dimensions",
+           f"a comma-separated subset of {dims}", ",".join(self.dimensions))
+    _check(self.feature_variant in FEATURE_VARIANTS, "feature_variant",
+           f"one of {FEATURE_VARIANTS}", self.feature_variant)
+    for name in ("window", "hop", "frame_step"):
+      v = getattr(self, name)
+      _check(isinstance(v, int) and v > 0, name, "a positive integer", v)
+    _check(self.delay_s >= 0, "delay_s", "a delay >= 0 seconds", self.delay_s)
+    _check(self.val_recordings >= 0, "val_recordings", "an integer >= 0", self.val_recordings)
+    _check(self.eval_split in ("dev", "train"), "eval_split",
+           "'dev' (RECOLA test labels were never released)", self.eval_split)
+    return self
+
+
+@dataclass(frozen=True)
+class RunConfig:
+  """A whole training run: the core (model, losses, optimiser) plus data and loop."""
+  core: CoreConfig = field(default_factory=CoreConfig)
+  data: DataConfig = field(default_factory=DataConfig)
+  batch_size: int = 32
+  epochs: int = 30
+  seed: int = 0
+  log_every: int = 10
+  eval_every_epochs: int = 1
+
+  def validate(self) -> "RunConfig":
+    self.core.validate()
+    self.data.validate()
+    _check(isinstance(self.batch_size, int) and self.batch_size > 0, "batch_size",
+           "a positive integer", self.batch_size)
+    _check(isinstance(self.epochs, int) and self.epochs > 0, "epochs", "a positive integer",
+           self.epochs)
+    _check(self.log_every > 0, "log_every", "a positive integer", self.log_every)
+    _check(self.eval_every_epochs > 0, "eval_every_epochs", "a positive integer",
+           self.eval_every_epochs)
+    return self
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
   return dataclasses.asdict(cfg)
 
@@ -174,9 +272,13 @@ def from_dict(cls: type, d: dict[str, Any]):
       raise ConfigError(f"config: unknown field {k!r} for {cls.__name__}")
     ftype = fields[k].type
     sub = _DATACLASSES.get(ftype if isinstance(ftype, str) else getattr(ftype, "__name__", ""))
-    kwargs[k] = from_dict(sub, v) if sub is not None and isinstance(v, dict) else v
+    if sub is not None and isinstance(v, dict):
+      v = from_dict(sub, v)
+    elif isinstance(v, list):
+      v = tuple(v)  # JSON has no tuples
+    kwargs[k] = v
   return cls(**kwargs)
 
 
 _DATACLASSES = {c.__name__: c for c in (ModelConfig, LossConfig, OptimConfig,
-                                        TaskConfig, CoreConfig)}
+                                        TaskConfig, CoreConfig, DataConfig, RunConfig)}

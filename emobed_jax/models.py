@@ -17,8 +17,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jax import lax
 
+from emobed_jax import rnn_kernels
 from emobed_jax.config import CoreConfig
 from emobed_jax.losses import l2_normalize
 
@@ -53,38 +53,12 @@ class Recurrent(nn.Module):
         (h, gates * h))
     if self.cell == "gru":
       bu = self.param("recurrent_bias", nn.initializers.zeros, (gates * h,))
-    batch = x.shape[0]
-    xs = (jnp.swapaxes(xw, 0, 1), jnp.swapaxes(mask, 0, 1)[..., None])
-
+    xw_t = jnp.swapaxes(xw, 0, 1)
+    mask_t = jnp.swapaxes(mask, 0, 1)[..., None].astype(xw.dtype)
     if self.cell == "lstm":
-      def step(carry, inp):
-        c, hprev = carry
-        xt, mt = inp
-        z = xt + hprev @ u
-        i, f, g, o = jnp.split(z, 4, axis=-1)
-        c_new = jax.nn.sigmoid(f + 1.0) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-        h_new = jax.nn.sigmoid(o) * jnp.tanh(c_new)
-        keep = mt > 0
-        c_new = jnp.where(keep, c_new, c)
-        h_new = jnp.where(keep, h_new, hprev)
-        return (c_new, h_new), h_new
-      carry0 = (jnp.zeros((batch, h), xw.dtype), jnp.zeros((batch, h), xw.dtype))
+      ys = rnn_kernels.lstm_scan(xw_t, u, mask_t, self.unroll)
     else:
-      def step(carry, inp):
-        hprev = carry
-        xt, mt = inp
-        hu = hprev @ u + bu
-        xr, xz, xn = jnp.split(xt, 3, axis=-1)
-        hr, hz, hn = jnp.split(hu, 3, axis=-1)
-        r = jax.nn.sigmoid(xr + hr)
-        zg = jax.nn.sigmoid(xz + hz)
-        n = jnp.tanh(xn + r * hn)
-        h_new = (1.0 - zg) * n + zg * hprev
-        h_new = jnp.where(mt > 0, h_new, hprev)
-        return h_new, h_new
-      carry0 = jnp.zeros((batch, h), xw.dtype)
-
-    _, ys = lax.scan(step, carry0, xs, unroll=self.unroll)
+      ys = rnn_kernels.gru_scan(xw_t, u, bu, mask_t, self.unroll)
     return jnp.swapaxes(ys, 0, 1)
 
 

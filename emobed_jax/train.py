@@ -18,6 +18,7 @@ A batch is a dict of arrays (per device):
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, Mapping
 
@@ -196,3 +197,262 @@ def bound_train_step(model: EmoBed, config: CoreConfig, bin_edges=None,
   cw = None if class_weights is None else jnp.asarray(class_weights, jnp.float32)
   return functools.partial(train_step, model=model, config=config, bin_edges=edges,
                            axis_name=axis_name, class_weights=cw)
+
+
+# ---------------------------------------------------------------------------
+# The whole run: data -> training with model selection -> results.json.
+
+
+def _dims_metrics(values, dims) -> dict[str, float]:
+  out = {f"ccc_{d}": float(v) for d, v in zip(dims, np.atleast_1d(values))}
+  out["ccc_mean"] = float(np.mean(np.atleast_1d(values)))
+  return out
+
+
+def evaluate_recordings(p_eval, params, recordings, full_labels, data_cfg, num_devices):
+  """CCC of the target branch on whole recordings, both granularities.
+
+  Args:
+    p_eval: pmapped :func:`eval_step`.
+    params: the (replicated) parameters; only the target branch is used.
+    recordings: aligned (delayed, subsampled) recordings.
+    full_labels: ``{name: [N, D]}`` gold standard at the full frame rate.
+
+  Returns:
+    ``{"concatenated": {...}, "per_recording_mean": {...}, "per_recording":
+    {name: {...}}}`` with ``ccc_<dim>`` and ``ccc_mean`` entries.
+  """
+  from emobed_jax import input_pipeline, metrics
+  arrays = input_pipeline.eval_arrays(recordings, num_devices)
+  preds = np.asarray(p_eval(params, arrays["target"], arrays["mask"]))
+  preds = preds.reshape((-1,) + preds.shape[2:])
+  by_name = {}
+  for i, rec in enumerate(recordings):
+    y = full_labels[rec.name]
+    by_name[rec.name] = input_pipeline.upsample(preds[i, :rec.num_frames],
+                                                data_cfg.frame_step, y.shape[0])
+  dims = data_cfg.dimensions
+  conc = metrics.ccc_by_recording(by_name, full_labels, "concatenated")
+  per = metrics.ccc_by_recording(by_name, full_labels, "per_recording")
+  return {"concatenated": _dims_metrics(conc.value, dims),
+          "per_recording_mean": _dims_metrics(per.value, dims),
+          "per_recording": {k: _dims_metrics(v, dims) for k, v in per.per_recording.items()}}
+
+
+class RunError(ValueError):
+  """A user-facing problem with a run (workdir, flags vs data); one line."""
+
+
+def _prepare_workdir(workdir: Path, resolved: dict[str, Any]) -> None:
+  from emobed_jax import writers
+  try:
+    workdir.mkdir(parents=True, exist_ok=True)
+    probe = workdir / ".write_test"
+    probe.write_text("ok")
+    probe.unlink()
+  except OSError as e:
+    raise RunError(f"--workdir={workdir}: cannot write there ({e.strerror or e})") from None
+  cfg_path = workdir / "config.json"
+  if cfg_path.exists():
+    old = writers.read_json(cfg_path)
+    if old != writers._jsonable(resolved):
+      diff = _first_difference(old, writers._jsonable(resolved))
+      raise RunError(f"--workdir={workdir} holds a run with another config ({diff}); "
+                     "use a new --workdir to start a different run")
+  else:
+    writers.write_json(cfg_path, resolved)
+
+
+def _first_difference(a, b, prefix="") -> str:
+  if isinstance(a, dict) and isinstance(b, dict):
+    for k in sorted(set(a) | set(b)):
+      if a.get(k) != b.get(k):
+        return _first_difference(a.get(k), b.get(k), f"{prefix}{k}.")
+  return f"{prefix.rstrip('.')}: {a!r} there, {b!r} now"
+
+
+def train_and_evaluate(config, workdir, report=None) -> dict[str, Any]:
+  """Train one run and write its workdir (DESIGN.md, contract of launch/train.py).
+
+  Args:
+    config: a :class:`emobed_jax.config.RunConfig`.
+    workdir: receives ``config.json``, ``stats.json``, ``metrics.jsonl``,
+      TensorBoard events, ``checkpoints/`` and finally ``results.json``.  If
+      it holds a checkpoint of the same config, training resumes from it; if
+      it holds ``results.json``, nothing is redone.
+    report: optional ``report(kind, info)`` callback for progress
+      (``kind`` in data / resume / train / eval / done); the library itself
+      never prints.
+
+  Returns:
+    The content of ``results.json``.
+  """
+  import time
+  from pathlib import Path
+
+  from emobed_jax import checkpoint, input_pipeline, parallel, writers
+  from emobed_jax.config import to_dict
+
+  report = report or (lambda kind, info: None)
+  config.validate()
+  workdir = Path(workdir).expanduser()
+  results_path = workdir / "results.json"
+  if results_path.exists():
+    results = writers.read_json(results_path)
+    report("done", {"results": results, "already": True})
+    return results
+  is_main = jax.process_index() == 0
+  dcfg = config.data
+  parts = config.core.task.parts
+
+  # Data: prepared corpus -> aligned, standardised recordings.
+  t0 = time.perf_counter()
+  tfds_dir = input_pipeline.resolve_prepared_dir(dcfg)
+  train_recs = input_pipeline.load_recordings(tfds_dir, "train", dcfg, with_aux=parts["aux"],
+                                              with_labels=True)
+  eval_recs = input_pipeline.load_recordings(tfds_dir, dcfg.eval_split, dcfg, with_aux=False,
+                                             with_labels=True)
+  if dcfg.val_recordings:
+    if dcfg.val_recordings >= len(train_recs):
+      raise RunError(f"--val_recordings={dcfg.val_recordings}: the train split has only "
+                     f"{len(train_recs)} recordings; hold out fewer")
+    val_recs = train_recs[-dcfg.val_recordings:]
+    train_recs = train_recs[:-dcfg.val_recordings]
+    selection_split = f"train (held out: {', '.join(r.name for r in val_recs)})"
+  else:
+    val_recs = eval_recs
+    selection_split = f"{dcfg.eval_split} (also the evaluation split)"
+  core = config.core.replace(task=dict(
+      target_dim=int(train_recs[0].target.shape[1]),
+      aux_dim=int(train_recs[0].aux.shape[1]) if parts["aux"] else config.core.task.aux_dim,
+      num_outputs=len(dcfg.dimensions), task="regression"))
+  config = dataclasses.replace(config, core=core)
+  resolved = to_dict(config)
+  if is_main:
+    _prepare_workdir(workdir, resolved)
+
+  stats_path = workdir / "stats.json"
+  if stats_path.exists():
+    stats = writers.read_json(stats_path)
+    standardizer = input_pipeline.Standardizer.from_json(stats["standardizer"])
+  else:
+    standardizer = input_pipeline.Standardizer.fit(train_recs)
+  prep = lambda recs: [input_pipeline.align(standardizer.apply(r), dcfg.delay_frames,
+                                            dcfg.frame_step) for r in recs]
+  train_aligned, val_aligned, eval_aligned = prep(train_recs), prep(val_recs), prep(eval_recs)
+  full_val = {r.name: r.labels for r in val_recs}
+  full_eval = {r.name: r.labels for r in eval_recs}
+  train_labels = np.concatenate([r.labels for r in train_aligned])
+  bin_edges = losses.fit_bin_edges(train_labels, core.loss.num_bins)
+  if is_main and not stats_path.exists():
+    writers.write_json(stats_path, {"standardizer": standardizer.to_json(),
+                                    "bin_edges": bin_edges.tolist(),
+                                    "dimensions": list(dcfg.dimensions)})
+
+  num_devices = jax.local_device_count()
+  if config.batch_size % jax.device_count():
+    raise RunError(f"--batch_size={config.batch_size} is not divisible by the "
+                   f"{jax.device_count()} devices")
+  source = input_pipeline.WindowSource(train_aligned, dcfg.window, dcfg.hop)
+  spe = input_pipeline.steps_per_epoch(len(source), config.batch_size)
+  total_steps = spe * config.epochs
+  batches = input_pipeline.train_batches(source, config.batch_size, config.seed,
+                                         config.epochs + 1, jax.process_index(),
+                                         jax.process_count())
+  report("data", {"tfds_dir": str(tfds_dir), "train": len(train_aligned),
+                  "val": len(val_aligned), "eval": len(eval_aligned),
+                  "windows": len(source), "steps_per_epoch": spe, "total_steps": total_steps,
+                  "devices": jax.device_count(), "seconds": time.perf_counter() - t0,
+                  "selection_split": selection_split})
+
+  # Model, state, checkpoints.
+  model, state = create_train_state(core, jax.random.PRNGKey(config.seed))
+  ckpt = checkpoint.Checkpointer(workdir / "checkpoints")
+  meta = {"best_score": None, "best_step": None, "train_seconds": 0.0}
+  if ckpt.latest_step() is not None:
+    state, meta = ckpt.restore(state)
+    report("resume", {"step": int(state.step), "best_step": meta["best_step"]})
+  p_step = parallel.pmap_train_step(bound_train_step(model, core, bin_edges, parallel.AXIS))
+  p_eval = parallel.pmap_eval_step(functools.partial(eval_step, model=model))
+  st = parallel.replicate(state)
+  rng = jax.random.PRNGKey(config.seed + 1)
+  writer = writers.SummaryWriter(workdir / "tensorboard") if is_main else None
+  log = (lambda rec: writers.append_jsonl(workdir / "metrics.jsonl", rec)) if is_main else (
+      lambda rec: None)
+
+  start_step = int(state.step)
+  run_start = time.perf_counter()
+  timed_from, timed_steps = None, 0
+  for step in range(start_step, total_steps):
+    batch = batches[step]
+    if step == start_step:
+      check_batch(batch, core)
+    st, m = p_step(st, parallel.shard_batch(batch, num_devices), rng)
+    done = step + 1
+    if timed_from is None:  # exclude the first (compiling) step from the rate
+      jax.block_until_ready(m.loss)
+      timed_from = time.perf_counter()
+    else:
+      timed_steps += 1
+    if done % config.log_every == 0 or done == total_steps:
+      values = {k: float(v) for k, v in dataclasses.asdict(jax.device_get(m)).items()}
+      if not np.isfinite(values["loss"]):
+        raise FloatingPointError(f"loss became {values['loss']} at step {done}; try a lower "
+                                 "--learning_rate or --clip_norm")
+      rate = timed_steps / max(time.perf_counter() - timed_from, 1e-9) if timed_steps else 0.0
+      rec = {"step": done, "epoch": done / spe, "split": "train", **values,
+             "steps_per_second": rate}
+      log(rec)
+      if writer:
+        writer.scalars(done, {f"train/{k}": v for k, v in values.items()})
+      report("train", {**rec, "total_steps": total_steps,
+                       "eta_seconds": (total_steps - done) / rate if rate else None})
+    if done % spe == 0 and ((done // spe) % config.eval_every_epochs == 0 or done == total_steps):
+      val = evaluate_recordings(p_eval, st.params, val_aligned, full_val, dcfg, num_devices)
+      score = val["concatenated"]["ccc_mean"]
+      is_best = meta["best_score"] is None or score > meta["best_score"]
+      if is_best:
+        meta.update(best_score=score, best_step=done)
+      meta["train_seconds"] = meta.get("train_seconds", 0.0) + (time.perf_counter() - run_start)
+      run_start = time.perf_counter()
+      meta["steps_per_second"] = timed_steps / max(run_start - timed_from, 1e-9) if timed_steps else None
+      if is_best:
+        ckpt.save(done, st, dict(meta), best=True)
+      ckpt.save(done, st, dict(meta))
+      rec = {"step": done, "epoch": done // spe, "split": "val", **val["concatenated"],
+             "best_step": meta["best_step"]}
+      log(rec)
+      if writer:
+        writer.scalars(done, {f"val/{k}": v for k, v in val["concatenated"].items()})
+      report("eval", {**rec, "is_best": is_best})
+  ckpt.wait()
+
+  # Final metrics from the best checkpoint, on the evaluation split.
+  best_state, best_meta = ckpt.restore(state, best=True)
+  best_params = parallel.replicate(best_state.params)
+  final = evaluate_recordings(p_eval, best_params, eval_aligned, full_eval, dcfg, num_devices)
+  meta_latest = ckpt.restore(state)[1]
+  results = {
+      "dataset": dcfg.dataset, "setting": core.task.setting, "modality": dcfg.modality,
+      "aux_modality": dcfg.aux_modality if parts["aux"] else None,
+      "eval_split": dcfg.eval_split, "seed": config.seed, "best_step": best_meta["best_step"],
+      "metrics": final["concatenated"], "ccc_granularity": "concatenated",
+      "metrics_per_recording_mean": final["per_recording_mean"],
+      "per_recording": final["per_recording"],
+      "selection": {"split": selection_split, "best_val_ccc_mean": best_meta["best_score"]},
+      "train_seconds": meta_latest.get("train_seconds"),
+      "steps_per_second": meta_latest.get("steps_per_second"),
+      "total_steps": total_steps, "devices": jax.device_count(),
+      "processes": jax.process_count(),
+  }
+  if is_main:
+    writers.write_json(results_path, results)
+    log({"step": total_steps, "split": dcfg.eval_split, **final["concatenated"],
+         "best_step": best_meta["best_step"]})
+  if writer:
+    writer.scalars(total_steps, {f"{dcfg.eval_split}/{k}": v
+                                 for k, v in final["concatenated"].items()})
+    writer.close()
+  ckpt.close()
+  report("done", {"results": results, "already": False})
+  return results

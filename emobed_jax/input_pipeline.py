@@ -1,0 +1,285 @@
+"""Prepared TFDS data -> aligned, standardised recordings -> grain windows -> device batches.
+
+RECOLA (and the demo corpus in its format) are long synchronous recordings:
+training uses windows of ``window`` frames every ``hop`` frames; evaluation
+uses whole recordings, padded to a common length with a mask.
+
+Alignment: raters react late, so the features at frame ``t`` are paired with
+the gold standard at ``t + delay`` (``delay_s`` seconds): the feature
+sequence is delayed by ``delay`` frames, its first vector repeated, so that
+every gold-standard frame is predicted and scored.  ``frame_step`` keeps
+every k-th frame (predictions are repeated back to the full rate to score).
+
+The data order is a pure function of ``(seed, step)``: the grain
+``MapDataset`` is shuffled per epoch by grain from the seed, and batch
+``step`` is read by random access, so a resumed run reads exactly the batches
+an uninterrupted one would, with nothing to save but the step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import grain
+import numpy as np
+
+from emobed_jax.config import DataConfig
+
+try:  # the builders are installed as `emobed_datasets` (the repo's datasets/)
+  from emobed_datasets.errors import DataError
+except ImportError:  # pragma: no cover - only without the package installed
+  class DataError(ValueError):
+    pass
+
+
+class CorpusNotFoundError(DataError):
+  """The licensed corpus is not there; the message says how to get it."""
+
+
+RECOLA_HELP = (
+    "RECOLA is licence-restricted: request the AVEC 2016 RECOLA package from its "
+    "owners (https://diuf.unifr.ch/main/diva/recola/), unpack it and pass "
+    "--manual_dir=/path/to/it (or set RECOLA_DIR); to try the toolkit without it, "
+    "run the demo: python launch/train.py --flagfile=demo.flags")
+
+
+def default_data_dir() -> Path:
+  """``$EMOBED_DATA_DIR`` if set, else ``~/emobed_data``."""
+  env = os.environ.get("EMOBED_DATA_DIR", "").strip()
+  return Path(env).expanduser() if env else Path.home() / "emobed_data"
+
+
+def resolve_prepared_dir(cfg: DataConfig) -> Path:
+  """Prepare the data if needed (demo: generate it first); return the TFDS data dir.
+
+  Raises:
+    CorpusNotFoundError: RECOLA is neither prepared nor given as a manual dir.
+    DataError: the corpus is malformed (from the builder).
+  """
+  from emobed_datasets import demo, recola
+
+  data_dir = Path(cfg.data_dir).expanduser() if cfg.data_dir else default_data_dir()
+  if cfg.dataset == "demo":
+    demo.prepare_demo(data_dir, cfg.demo_seed)
+    return demo.demo_paths(data_dir, cfg.demo_seed)[1]
+  if recola.is_prepared(data_dir):
+    return data_dir
+  manual = cfg.manual_dir or os.environ.get("RECOLA_DIR", "")
+  if not manual:
+    raise CorpusNotFoundError(
+        f"RECOLA not found: no prepared copy at {recola.prepared_path(data_dir)} "
+        f"(--data_dir) and no --manual_dir or RECOLA_DIR given. {RECOLA_HELP}")
+  manual_path = Path(manual).expanduser()
+  if not manual_path.is_dir():
+    raise CorpusNotFoundError(
+        f"RECOLA not found: {manual_path} (--manual_dir/RECOLA_DIR) is not a folder, "
+        f"and no prepared copy at {recola.prepared_path(data_dir)}. {RECOLA_HELP}")
+  recola.prepare(manual_path, data_dir)
+  return data_dir
+
+
+@dataclasses.dataclass
+class Recording:
+  """One recording: ``target [N, Dt]``, ``aux [N, Da]`` or None, ``labels [N, D]`` or None."""
+  name: str
+  target: np.ndarray
+  aux: np.ndarray | None
+  labels: np.ndarray | None
+
+  @property
+  def num_frames(self) -> int:
+    return self.target.shape[0]
+
+
+def _features(example: dict[str, Any], feature_set: str, variants: Sequence[str]) -> np.ndarray:
+  return np.concatenate([np.asarray(example[f"{feature_set}_{v}"], np.float32)
+                         for v in variants], axis=1)
+
+
+def load_recordings(tfds_dir: Path, split: str, cfg: DataConfig, *, with_aux: bool,
+                    with_labels: bool) -> list[Recording]:
+  """Read a prepared split into memory (features of the configured modalities)."""
+  from emobed_datasets import recola
+
+  source = recola.load_split(tfds_dir, split)
+  present = recola.available_feature_sets(source)
+  wanted = [("modality", cfg.feature_set("modality"))]
+  if with_aux:
+    wanted.append(("aux_modality", cfg.feature_set("aux_modality")))
+  for flag, fs in wanted:
+    if fs not in present:
+      raise DataError(
+          f"--{flag}={getattr(cfg, flag)}: feature set {fs!r} is not in the prepared "
+          f"corpus at {recola.prepared_path(tfds_dir)}, which has {', '.join(present)}")
+  variants = cfg.variants()
+  out = []
+  for i in range(len(source)):
+    ex = source[i]
+    name = ex["recording"]
+    name = name.decode() if isinstance(name, bytes) else str(name)
+    labels = None
+    if with_labels:
+      if not bool(ex["has_labels"]):
+        raise DataError(f"split {split!r} has no labels (recording {name}); RECOLA "
+                        "test labels were never released: evaluate on 'dev'")
+      labels = np.stack([np.asarray(ex[d], np.float32) for d in cfg.dimensions], axis=-1)
+    target = _features(ex, wanted[0][1], variants)
+    aux = _features(ex, wanted[1][1], variants) if with_aux else None
+    for what, arr in (("features", target), ("aux features", aux), ("labels", labels)):
+      if arr is not None and not np.all(np.isfinite(arr)):
+        raise DataError(f"recording {name} ({split}): {what} hold NaN or inf values")
+    out.append(Recording(name, target, aux, labels))
+  if not out:
+    raise DataError(f"split {split!r} at {recola.prepared_path(tfds_dir)} has no recordings")
+  return out
+
+
+# ---------------------------------------------------------------------------
+# Standardisation with training statistics.
+
+
+@dataclasses.dataclass
+class Standardizer:
+  """Per-dimension mean/std of each modality, fitted on training frames."""
+  mean: dict[str, np.ndarray]
+  std: dict[str, np.ndarray]
+
+  @classmethod
+  def fit(cls, recordings: Sequence[Recording]) -> "Standardizer":
+    mean, std = {}, {}
+    for key in ("target", "aux"):
+      arrs = [getattr(r, key) for r in recordings if getattr(r, key) is not None]
+      if not arrs:
+        continue
+      x = np.concatenate(arrs, axis=0).astype(np.float64)
+      mean[key] = x.mean(0)
+      sd = x.std(0)
+      std[key] = np.where(sd > 1e-8, sd, 1.0)  # constant dims pass through centred
+    return cls(mean, std)
+
+  def apply(self, rec: Recording) -> Recording:
+    def f(key):
+      x = getattr(rec, key)
+      if x is None:
+        return None
+      return ((x - self.mean[key]) / self.std[key]).astype(np.float32)
+    return dataclasses.replace(rec, target=f("target"), aux=f("aux"))
+
+  def to_json(self) -> dict[str, Any]:
+    return {"mean": {k: v.tolist() for k, v in self.mean.items()},
+            "std": {k: v.tolist() for k, v in self.std.items()}}
+
+  @classmethod
+  def from_json(cls, d: dict[str, Any]) -> "Standardizer":
+    return cls({k: np.asarray(v) for k, v in d["mean"].items()},
+               {k: np.asarray(v) for k, v in d["std"].items()})
+
+
+def align(rec: Recording, delay_frames: int, frame_step: int) -> Recording:
+  """Delay features by ``delay_frames`` (first vector repeated), keep every ``frame_step``-th frame."""
+  def shift(x):
+    if x is None or delay_frames == 0:
+      return x
+    d = min(delay_frames, x.shape[0])
+    return np.concatenate([np.repeat(x[:1], d, axis=0), x[:x.shape[0] - d]], axis=0)
+
+  def sub(x):
+    return None if x is None else x[::frame_step]
+  return Recording(rec.name, sub(shift(rec.target)), sub(shift(rec.aux)), sub(rec.labels))
+
+
+def upsample(pred: np.ndarray, frame_step: int, num_frames: int) -> np.ndarray:
+  """Predictions at every ``frame_step``-th frame -> every frame (repeated)."""
+  return np.repeat(pred, frame_step, axis=0)[:num_frames]
+
+
+# ---------------------------------------------------------------------------
+# Training windows.
+
+
+def window_starts(num_frames: int, window: int, hop: int) -> list[int]:
+  """Window starts every ``hop`` frames; the last window ends at the last frame."""
+  if num_frames <= window:
+    return [0]
+  starts = list(range(0, num_frames - window + 1, hop))
+  if starts[-1] + window < num_frames:
+    starts.append(num_frames - window)
+  return starts
+
+
+class WindowSource:
+  """Random-access source of training windows (a grain data source)."""
+
+  def __init__(self, recordings: Sequence[Recording], window: int, hop: int):
+    self.recordings = list(recordings)
+    self.window = window
+    self.index = [(r, s) for r, rec in enumerate(self.recordings)
+                  for s in window_starts(rec.num_frames, window, hop)]
+
+  def __len__(self) -> int:
+    return len(self.index)
+
+  def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+    r, s = self.index[i]
+    rec = self.recordings[r]
+    t = self.window
+    n = min(t, rec.num_frames - s)
+
+    def cut(x):
+      out = np.zeros((t,) + x.shape[1:], np.float32)
+      out[:n] = x[s:s + n]
+      return out
+    ex = {"target": cut(rec.target), "labels": cut(rec.labels),
+          "mask": (np.arange(t) < n).astype(np.float32)}
+    if rec.aux is not None:
+      ex["aux"] = cut(rec.aux)
+    return ex
+
+
+def train_batches(source: WindowSource, global_batch: int, seed: int, num_epochs: int,
+                  process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
+  """Batches of this process, in a global order that depends on ``seed`` only.
+
+  Windows are shuffled per epoch (grain reshuffles each repetition), the
+  epochs concatenated, and batch ``k`` is windows ``[kB, (k+1)B)`` of that
+  order; process ``p`` of ``P`` takes every P-th of them, so the union over
+  processes is the global batch.  Indexing the result by the step is the
+  whole iterator state.
+  """
+  if global_batch % process_count:
+    raise ValueError(f"batch_size: {global_batch} is not divisible by the "
+                     f"{process_count} processes")
+  ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat(num_epochs)
+  if process_count > 1:
+    ds = ds.slice(slice(process_index, None, process_count))
+  return ds.batch(global_batch // process_count, drop_remainder=True)
+
+
+def steps_per_epoch(num_windows: int, global_batch: int) -> int:
+  return max(num_windows // global_batch, 1)
+
+
+# ---------------------------------------------------------------------------
+# Evaluation on whole recordings.
+
+
+def eval_arrays(recordings: Sequence[Recording], num_devices: int) -> dict[str, np.ndarray]:
+  """Whole recordings padded to a common length and to a multiple of ``num_devices``.
+
+  Returns ``target [R', N, Dt]`` and ``mask [R', N]`` shaped
+  ``[devices, R'/devices, ...]``.
+  """
+  n = max(r.num_frames for r in recordings)
+  rows = -(-len(recordings) // num_devices) * num_devices
+  dt = recordings[0].target.shape[1]
+  target = np.zeros((rows, n, dt), np.float32)
+  mask = np.zeros((rows, n), np.float32)
+  for i, r in enumerate(recordings):
+    target[i, :r.num_frames] = r.target
+    mask[i, :r.num_frames] = 1.0
+  per = rows // num_devices
+  return {"target": target.reshape(num_devices, per, n, dt),
+          "mask": mask.reshape(num_devices, per, n)}
