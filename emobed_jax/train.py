@@ -243,6 +243,27 @@ class RunError(ValueError):
   """A user-facing problem with a run (workdir, flags vs data); one line."""
 
 
+#: Fields of the resolved config that are read off the data, not chosen.
+_DERIVED = ("target_dim", "aux_dim", "num_outputs", "task")
+
+
+def _check_same_run(workdir: Path, config) -> None:
+  """Refuse a workdir that holds a run of another config (derived fields aside)."""
+  from emobed_jax import writers
+  from emobed_jax.config import to_dict
+  cfg_path = workdir / "config.json"
+  if not cfg_path.exists():
+    return
+  old = writers.read_json(cfg_path)
+  new = writers._jsonable(to_dict(config))
+  for k in _DERIVED:
+    new["core"]["task"][k] = old.get("core", {}).get("task", {}).get(k)
+  if old != new:
+    raise RunError(f"--workdir={workdir} holds a run with another config "
+                   f"({_first_difference(old, new)}); use a new --workdir to start a "
+                   "different run")
+
+
 def _prepare_workdir(workdir: Path, resolved: dict[str, Any]) -> None:
   from emobed_jax import writers
   try:
@@ -252,15 +273,8 @@ def _prepare_workdir(workdir: Path, resolved: dict[str, Any]) -> None:
     probe.unlink()
   except OSError as e:
     raise RunError(f"--workdir={workdir}: cannot write there ({e.strerror or e})") from None
-  cfg_path = workdir / "config.json"
-  if cfg_path.exists():
-    old = writers.read_json(cfg_path)
-    if old != writers._jsonable(resolved):
-      diff = _first_difference(old, writers._jsonable(resolved))
-      raise RunError(f"--workdir={workdir} holds a run with another config ({diff}); "
-                     "use a new --workdir to start a different run")
-  else:
-    writers.write_json(cfg_path, resolved)
+  if not (workdir / "config.json").exists():
+    writers.write_json(workdir / "config.json", resolved)
 
 
 def _first_difference(a, b, prefix="") -> str:
@@ -297,6 +311,7 @@ def train_and_evaluate(config, workdir, report=None) -> dict[str, Any]:
   config.validate()
   workdir = Path(workdir).expanduser()
   results_path = workdir / "results.json"
+  _check_same_run(workdir, config)
   if results_path.exists():
     results = writers.read_json(results_path)
     report("done", {"results": results, "already": True})
