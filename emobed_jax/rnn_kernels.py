@@ -64,43 +64,56 @@ def lstm_scan_reference(xw, u, mask, unroll: int = 1):
 
 # ---------------------------------------------------------------------------
 # LSTM: hand-written backward pass.
+#
+# Layout notes (XLA:CPU, measured in PERF_NOTES.md): inside a scan body every
+# op is one kernel launch (~1-2 us each), and an elementwise fusion that
+# slices a dynamic-slice of the wide ``[T, B, 4H]`` input is emitted slowly.
+# So the input projections enter the scan as four per-gate ``[T, B, H]``
+# arrays, the recurrent matmul is one ``[B, H] @ [H, 4H]`` dot, and the loop
+# bodies stack as few outputs as possible.
 
 
-def _lstm_forward(xw, u, mask, unroll):
-  """Forward scan; returns ``ys``, activated gates ``[T,B,4H]``, cells ``[T,B,H]``."""
+def _split_gates(x):
+  h = x.shape[-1] // 4
+  return tuple(x[..., k * h:(k + 1) * h] for k in range(4))
+
+
+def _lstm_forward(xw, u, mask, unroll, store: bool):
+  """Forward scan.  ``store``: also return activated gates and cell states."""
   h = u.shape[0]
   batch = xw.shape[1]
 
   def step(carry, inp):
     c, hprev = carry
-    xt, mt = inp
-    z = xt + hprev @ u
-    i, f, g, o = jnp.split(z, 4, axis=-1)
-    i = jax.nn.sigmoid(i)
-    f = jax.nn.sigmoid(f + 1.0)
-    g = jnp.tanh(g)
-    o = jax.nn.sigmoid(o)
+    xi, xf, xg, xo, mt = inp
+    z = hprev @ u
+    zi, zf, zg, zo = _split_gates(z)
+    i = jax.nn.sigmoid(xi + zi)
+    f = jax.nn.sigmoid(xf + zf + 1.0)
+    g = jnp.tanh(xg + zg)
+    o = jax.nn.sigmoid(xo + zo)
     c_new = f * c + i * g
     h_new = o * jnp.tanh(c_new)
     keep = mt > 0
     c_new = jnp.where(keep, c_new, c)
     h_new = jnp.where(keep, h_new, hprev)
-    return (c_new, h_new), (h_new, jnp.concatenate([i, f, g, o], axis=-1), c_new)
+    if store:
+      return (c_new, h_new), (h_new, c_new, jnp.concatenate([i, f, g, o], axis=-1))
+    return (c_new, h_new), h_new
 
   zeros = jnp.zeros((batch, h), xw.dtype)
-  _, (ys, gates, cs) = lax.scan(step, (zeros, zeros), (xw, mask), unroll=unroll)
-  return ys, gates, cs
+  _, out = lax.scan(step, (zeros, zeros), _split_gates(xw) + (mask,), unroll=unroll)
+  return out
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def _lstm_scan_vjp(xw, u, mask, unroll):
-  # Without differentiation nothing needs storing: the plain scan.
-  return lstm_scan_reference(xw, u, mask, unroll)
+  return _lstm_forward(xw, u, mask, unroll, store=False)
 
 
 def _lstm_fwd(xw, u, mask, unroll):
-  ys, gates, cs = _lstm_forward(xw, u, mask, unroll)
-  return ys, (u, mask, ys, gates, cs)
+  ys, cs, gates = _lstm_forward(xw, u, mask, unroll, store=True)
+  return ys, (u, mask, ys, cs, gates)
 
 
 def _shift_in_zero(x):
@@ -109,40 +122,42 @@ def _shift_in_zero(x):
 
 
 def _lstm_bwd(unroll, res, dys):
-  u, mask, ys, gates, cs = res
+  u, mask, ys, cs, gates = res
   keep = (mask > 0).astype(gates.dtype)              # [T, B, 1]
-  i, f, g, o = jnp.split(gates, 4, axis=-1)
+  i, f, g, o = _split_gates(gates)
   c_prev = _shift_in_zero(cs)
-  h_prev = _shift_in_zero(ys)
   tc = jnp.tanh(cs)
   # Everything the reverse recurrence needs that does not depend on the
-  # cotangent, for all steps at once (masked steps: no gate gradient, the
-  # carry's cotangent passes through unchanged).
-  # dc_new = dc_carry + dh * a;   dc_prev = dc_new * fk + dh * 0;
-  # dz = [dc_new, dc_new, dc_new, dh] * coef;  dh_prev = dz @ u.T + dh * pass
+  # cotangent, for all steps at once.  A masked step has no gate gradient
+  # and passes the carry's cotangent through unchanged:
+  #   dh     = dy + dh_next
+  #   dc_new = dc_next + dh * a                      (a = keep * o * (1 - tc^2))
+  #   dz     = [dc_new * ci, dc_new * cf, dc_new * cg, dh * co]
+  #   dh_prev = dz @ u.T + dh * (1 - keep),   dc_prev = dc_new * fk
   a = keep * o * (1.0 - tc * tc)
   fk = keep * f + (1.0 - keep)
-  coef = keep * jnp.concatenate(
-      [g * i * (1.0 - i),               # d/dz_i
-       c_prev * f * (1.0 - f),          # d/dz_f
-       i * (1.0 - g * g),               # d/dz_g
-       tc * o * (1.0 - o)], axis=-1)    # d/dz_o (times dh)
-  passthrough = 1.0 - keep
+  ci = keep * g * i * (1.0 - i)
+  cf = keep * c_prev * f * (1.0 - f)
+  cg = keep * i * (1.0 - g * g)
+  co = keep * tc * o * (1.0 - o)
+  passthrough = jnp.broadcast_to(1.0 - keep, a.shape)
   ut = u.T
 
   def step(carry, inp):
     dc, dh_next = carry
-    dy, a_t, f_t, coef_t, p_t = inp
+    dy, a_t, fk_t, ci_t, cf_t, cg_t, co_t, p_t = inp
     dh = dy + dh_next
     dc_new = dc + dh * a_t
-    dz = jnp.concatenate([dc_new, dc_new, dc_new, dh], axis=-1) * coef_t
-    dh_prev = dz @ ut + dh * p_t
-    return (dc_new * f_t, dh_prev), dz
+    dz = jnp.concatenate([dc_new * ci_t, dc_new * cf_t, dc_new * cg_t, dh * co_t], axis=-1)
+    return (dc_new * fk_t, dz @ ut + dh * p_t), (dc_new, dh)
 
   zeros = jnp.zeros(dys.shape[1:], dys.dtype)
-  _, dz = lax.scan(step, (zeros, zeros), (dys, a, fk, coef, passthrough),
-                   reverse=True, unroll=unroll)
-  du = jnp.einsum("tbh,tbg->hg", h_prev, dz)
+  _, (dcs, dhs) = lax.scan(step, (zeros, zeros),
+                           (dys, a, fk, ci, cf, cg, co, passthrough),
+                           reverse=True, unroll=unroll)
+  # The gate cotangents again, in bulk (cheaper than stacking them per step).
+  dz = jnp.concatenate([dcs * ci, dcs * cf, dcs * cg, dhs * co], axis=-1)
+  du = jnp.einsum("tbh,tbg->hg", _shift_in_zero(ys), dz)
   return dz, du, jnp.zeros_like(mask)
 
 

@@ -15,7 +15,7 @@ this at step 0).  Mapping of one LSTM layer:
        ``bias_ih_l{i} = bias + 1`` on the forget block (flax adds the +1
        forget bias inside the recurrence),
   flax ``rnn_i/recurrent`` ``[H, 4H]`` -> ``weight_hh_l{i} = recurrent.T``,
-    ``bias_hh_l{i} = 0``.
+    ``bias_hh_l{i} = 0`` and frozen (flax has no second bias).
 
 Differences that do not matter for timing: torch's ``nn.LSTM`` has no
 per-frame mask that holds the carry, so the benchmark uses full windows
@@ -27,7 +27,6 @@ Only torch is imported here; numpy arrays cross the boundary.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping
 
 import numpy as np
@@ -49,6 +48,13 @@ class Encoder(nn.Module):
     self.proj = nn.Linear(in_dim, proj_dim)
     self.norm = nn.LayerNorm(proj_dim, eps=ln_eps)
     self.rnn = nn.LSTM(proj_dim, hidden, num_layers=num_layers, batch_first=True)
+    # The Flax layer has one bias per gate (the input Dense's); torch has two.
+    # Freeze bias_hh at 0, so both models have the same trainable parameters
+    # (Adam would otherwise move the sum of the two biases twice as fast).
+    with torch.no_grad():
+      for i in range(num_layers):
+        getattr(self.rnn, f"bias_hh_l{i}").zero_()
+        getattr(self.rnn, f"bias_hh_l{i}").requires_grad_(False)
 
   def forward(self, x):
     return self.rnn(self.norm(self.proj(x)))[0]
@@ -182,7 +188,8 @@ class TorchStep:
     self.model = model
     self.parts = model.parts
     self.edges = None if bin_edges is None else torch.as_tensor(np.asarray(bin_edges, np.float32))
-    self.opt = torch.optim.Adam(model.parameters(), lr=lr, eps=1e-8)
+    self.params = [p for p in model.parameters() if p.requires_grad]
+    self.opt = torch.optim.Adam(self.params, lr=lr, eps=1e-8)
     self.clip_norm = clip_norm
     self.lambda_aux, self.lambda_tri = lambda_aux, lambda_tri
     self.margin, self.segment = margin, triplet_segment
@@ -209,7 +216,7 @@ class TorchStep:
     loss = self.losses(batch)
     loss.backward()
     if self.clip_norm > 0:
-      torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_norm)
+      torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)
     self.opt.step()
     return loss.detach()
 
@@ -273,11 +280,3 @@ def matmul_flops_per_frame(setting: str, target_dim: int = 88, aux_dim: int = 16
   if parts["triplet"]:
     f += 2 * hidden * embed_dim / segment
   return 2.0 * f
-
-
-def set_threads(n: int) -> None:
-  torch.set_num_threads(max(1, n))
-
-
-__all__ = ["TorchEmoBed", "TorchStep", "load_flax_params", "to_torch",
-           "matmul_flops_per_frame", "set_threads", "math"]

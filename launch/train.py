@@ -77,8 +77,8 @@ F.DEFINE_integer("epochs", 30, "Epochs.")
 F.DEFINE_integer("seed", 0, "Seed of initialisation, data order and dropout.")
 F.DEFINE_integer("log_every", 10, "Steps between progress lines.")
 F.DEFINE_string("workdir", "", "Run folder (default runs/<dataset>_<setting>_<modality>_seed<seed>).")
-F.DEFINE_integer("cpu_devices", 0, "Host (CPU) devices to run pmap over; 0 = one per core. "
-                 "Ignored on GPU/TPU.")
+F.DEFINE_integer("cpu_devices", 0, "Host (CPU) devices to run pmap over; 0 = one per core "
+                 "(at most, dividing --batch_size). Ignored on GPU/TPU.")
 
 FLAGS = F.FLAGS
 
@@ -163,6 +163,12 @@ def default_workdir(cfg) -> Path:
   return Path("runs") / f"{d.dataset}_{cfg.core.task.setting}_{d.modality}_seed{cfg.seed}"
 
 
+def _auto_cpu_devices(cores: int, batch_size: int) -> int:
+  """One host device per core (the recurrence is latency-bound per core),
+  reduced to the largest count that divides the batch."""
+  return max(n for n in range(1, max(cores, 1) + 1) if batch_size % n == 0)
+
+
 def _fail(msg: str, code: int = 1) -> None:
   print("error: " + " ".join(str(msg).split()), file=sys.stderr, flush=True)
   sys.exit(code)
@@ -173,7 +179,7 @@ def main(argv: list[str]) -> None:
     _fail(f"unexpected arguments {' '.join(argv[1:])!r} (flags are written --name=value)", 2)
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
-  cores = FLAGS.cpu_devices or os.cpu_count() or 1
+  cores = FLAGS.cpu_devices or _auto_cpu_devices(os.cpu_count() or 1, FLAGS.batch_size)
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                              + f" --xla_force_host_platform_device_count={cores}").strip()
   from emobed_datasets.errors import DataError

@@ -1,0 +1,647 @@
+r"""Side-by-side benchmark of the EmoBed train step: JAX (this project) vs PyTorch.
+
+For every setting and shape it builds the project's real model and train step
+(``train.create_train_state`` + ``train.bound_train_step``, run with
+``parallel.pmap_train_step`` over the local devices or with ``jax.jit`` on
+one), an equivalent PyTorch model (``bench_torch.py``: same layer sizes, same
+losses, same optimiser), checks that both give the same loss on identical
+weights and inputs (step 0, and step 1 after one optimiser update), then
+times both in the same process, interleaved, after warm-up: the median of
+``--rounds * --steps_per_round`` (>= 20) steps, each ended by
+``block_until_ready`` (JAX) or a finished backward/optimiser call (PyTorch).
+It also times forward-only evaluation of whole recordings (``--eval_len``
+frames, ``--eval_batches``) of the target branch.
+
+Runs on this CPU machine (default) and on a GPU (``launch/gpu_check.sh``)::
+
+  pip install -e .[bench]        # torch==2.13.0, CPU build
+  python launch/benchmark.py                      # all settings, default shapes
+  python launch/benchmark.py --settings=mono --shapes=32x300 --eval_batches=9
+  python launch/benchmark.py --variants=pmap:custom,jit:reference   # A/B
+
+``--variants``: comma-separated ``MODE:RNN`` JAX variants, each timed in the
+same interleaved rounds as PyTorch.  MODE: ``pmap`` (``parallel.pmap_train_step``
+over ``--devices`` devices, the global batch split between them) or ``jit``
+(one device).  RNN: ``custom`` (``rnn_kernels.lstm_scan``, the hand-written
+backward pass), ``reference`` (``rnn_kernels.lstm_scan_reference``, autodiff),
+``flax_cell`` (``nn.RNN(nn.OptimizedLSTMCell)``, no hoisted input
+projection: the straightforward Flax baseline), ``cudnn``
+(``jax.experimental.rnn.lstm``, GPU only).
+
+CPU devices: on the CPU platform ``--devices`` (default: the number of cores
+this process may use) sets ``--xla_force_host_platform_device_count`` in
+``XLA_FLAGS`` *before JAX is imported*, so ``pmap`` runs one replica per
+core (the recurrence is a chain of small matmuls, latency-bound on one core).
+On a GPU the real device count is used.
+
+Output: one table on stdout and the same rows as JSON (``--json_out``).
+Columns: frames/s (B*T / median step seconds) of each framework and their
+ratio, JAX compile seconds (first call minus a step), peak RSS of the process
+so far, cores used (process CPU seconds / wall seconds while that framework
+ran), and the share of the measured matmul peak (``--peak_size`` square
+matmul) that the step's matmul FLOPs reach (training counted as 3x the
+forward matmul FLOPs).  The input-pipeline comparison is a hook,
+:func:`pipeline_rows`, empty until the pipeline lands.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+_HERE = Path(__file__).resolve().parent
+_REPO_ROOT = _HERE.parent
+# Like prepare_data.py: never let ./datasets shadow Hugging Face's `datasets`.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _REPO_ROOT]
+if str(_HERE) not in sys.path:
+  sys.path.insert(0, str(_HERE))
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+
+SETTINGS = ("mono", "joint", "crossmodal", "emobed")
+
+_SETTINGS = flags.DEFINE_list("settings", list(SETTINGS), "Settings to benchmark.")
+_SHAPES = flags.DEFINE_list(
+    "shapes", ["32x300", "128x300", "8x1500"],
+    "Training shapes BxT (global batch x frames).")
+_VARIANTS = flags.DEFINE_list(
+    "variants", ["pmap:custom"],
+    "JAX variants MODE:RNN, MODE in {pmap, jit}, RNN in {custom, reference, "
+    "flax_cell, cudnn}; the first is the default the table's ratio refers to.")
+_DEVICES = flags.DEFINE_integer(
+    "devices", 0, "CPU: number of host devices to create (0 = number of usable "
+    "cores). Ignored on GPU (the real devices are used).")
+_XLA_FLAGS = flags.DEFINE_string("xla_flags", "", "Extra XLA_FLAGS (set before JAX import).")
+_ROUNDS = flags.DEFINE_integer("rounds", 6, "Interleaved timing rounds.")
+_STEPS_PER_ROUND = flags.DEFINE_integer("steps_per_round", 4, "Timed steps per framework per round.")
+_WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps per framework after the first call.")
+_TORCH = flags.DEFINE_bool("torch", True, "Benchmark PyTorch too (needs the `bench` extra).")
+_TORCH_DEVICE = flags.DEFINE_string("torch_device", "auto", "cpu, cuda or auto.")
+_TORCH_THREADS = flags.DEFINE_integer("torch_threads", 0, "torch.set_num_threads (0 = usable cores).")
+_EVAL_BATCHES = flags.DEFINE_list("eval_batches", ["1", "9"], "Evaluation batch sizes (recordings).")
+_EVAL_LEN = flags.DEFINE_integer("eval_len", 7501, "Frames per evaluated recording.")
+_EVAL_REPEATS = flags.DEFINE_integer("eval_repeats", 10, "Timed evaluation calls per framework.")
+_EVAL_MODE = flags.DEFINE_enum("eval_mode", "auto", ["auto", "jit", "pmap"],
+                               "JAX evaluation: pmap over the devices (batch "
+                               "padded to a multiple of them), one-device jit, "
+                               "or auto = pmap when B >= devices.")
+_EQUIV_RTOL = flags.DEFINE_float("equiv_rtol", 1e-4, "Tolerance of the step-0/1 loss check.")
+_PEAK_SIZE = flags.DEFINE_integer("peak_size", 2048, "Square matmul size of the peak measurement.")
+_JSON_OUT = flags.DEFINE_string("json_out", "runs/benchmark.json", "Where the JSON table goes ('' = none).")
+_SEED = flags.DEFINE_integer("seed", 0, "Data and init seed.")
+
+
+def usable_cores() -> int:
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:  # pragma: no cover - not Linux
+    return os.cpu_count() or 1
+
+
+def configure_xla(devices: int, extra: str = "") -> int:
+  """Put the host device count (and extra flags) into XLA_FLAGS.
+
+  Must run before JAX is imported; returns the device count requested.
+  """
+  if "jax" in sys.modules:
+    raise RuntimeError("configure_xla: JAX is already imported; XLA_FLAGS would be ignored")
+  n = devices or usable_cores()
+  parts = [p for p in os.environ.get("XLA_FLAGS", "").split()
+           if not p.startswith("--xla_force_host_platform_device_count")]
+  parts.append(f"--xla_force_host_platform_device_count={n}")
+  parts += extra.split()
+  os.environ["XLA_FLAGS"] = " ".join(parts)
+  return n
+
+
+def pipeline_rows() -> list[dict[str, Any]]:
+  """Input pipeline frames/s versus the step's consumption.
+
+  Hook for the data pipeline (not there yet): return one dict per pipeline
+  configuration with at least ``name``, ``B``, ``T``, ``frames_per_s``.
+  Empty for now; the table says so.
+  """
+  return []
+
+
+# ---------------------------------------------------------------------------
+# Data and models.
+
+
+def synthetic_batch(b: int, t: int, setting: str, target_dim: int = 88,
+                    aux_dim: int = 168, num_outputs: int = 2, seed: int = 0):
+  """Random features, smooth random-walk labels, every frame real (numpy)."""
+  import numpy as np
+  rs = np.random.RandomState(seed)
+  y = (np.cumsum(rs.randn(b, t, num_outputs), axis=1) / np.sqrt(t)).astype(np.float32)
+  batch = dict(target=rs.randn(b, t, target_dim).astype(np.float32),
+               mask=np.ones((b, t), np.float32), labels=y)
+  if setting != "mono":
+    batch["aux"] = rs.randn(b, t, aux_dim).astype(np.float32)
+  return batch
+
+
+def core_config(setting: str):
+  from emobed_jax.config import CoreConfig, TaskConfig
+  return CoreConfig(task=TaskConfig(setting=setting)).validate()
+
+
+@contextlib.contextmanager
+def rnn_variant(rnn: str):
+  """Swap the recurrence the project's model uses, for one variant.
+
+  ``custom``: as shipped.  ``reference``: autodiff ``lstm_scan_reference``.
+  ``flax_cell``: ``models.Recurrent`` replaced by ``nn.RNN(OptimizedLSTMCell)``
+  (other parameter tree).  ``cudnn``: ``models.Recurrent`` replaced by
+  ``jax.experimental.rnn.lstm`` with the same parameter tree.
+  """
+  from emobed_jax import models, rnn_kernels
+  saved = (rnn_kernels.lstm_scan, models.Recurrent)
+  try:
+    if rnn == "reference":
+      rnn_kernels.lstm_scan = rnn_kernels.lstm_scan_reference
+    elif rnn == "flax_cell":
+      models.Recurrent = _flax_cell_recurrent()
+    elif rnn == "cudnn":
+      models.Recurrent = _cudnn_recurrent()
+    elif rnn != "custom":
+      raise ValueError(f"--variants: unknown RNN {rnn!r}")
+    yield
+  finally:
+    rnn_kernels.lstm_scan, models.Recurrent = saved
+
+
+def _flax_cell_recurrent():
+  import flax.linen as nn
+
+  class FlaxCellRecurrent(nn.Module):
+    """The straightforward Flax LSTM: input projection inside every step."""
+    hidden: int
+    cell: str = "lstm"
+    unroll: int = 1
+
+    @nn.compact
+    def __call__(self, x, mask):
+      lengths = mask.sum(axis=1).astype("int32")
+      return nn.RNN(nn.OptimizedLSTMCell(self.hidden), unroll=self.unroll)(
+          x, seq_lengths=lengths)
+
+  return FlaxCellRecurrent
+
+
+def _cudnn_recurrent():
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+  from jax.experimental import rnn as jrnn
+
+  class _DenseParams(nn.Module):
+    features: int
+
+    @nn.compact
+    def __call__(self, in_dim):
+      k = self.param("kernel", nn.initializers.lecun_normal(), (in_dim, self.features))
+      b = self.param("bias", nn.initializers.zeros, (self.features,))
+      return k, b
+
+  class CudnnRecurrent(nn.Module):
+    """Same parameters as models.Recurrent, run by cuDNN (GPU only).
+
+    cuDNN holds no carry on masked frames (it takes lengths), which is the
+    same for the benchmark's full windows."""
+    hidden: int
+    cell: str = "lstm"
+    unroll: int = 1
+
+    @nn.compact
+    def __call__(self, x, mask):
+      h = self.hidden
+      kernel, bias = _DenseParams(4 * h, name="input")(x.shape[-1])
+      init = nn.initializers.orthogonal()
+      u = self.param("recurrent", lambda k, s: jnp.concatenate(  # as models.Recurrent
+          [init(kk, (h, h)) for kk in jax.random.split(k, 4)], axis=1), (h, 4 * h))
+      b_ih = bias + jnp.concatenate([jnp.zeros(h), jnp.ones(h), jnp.zeros(2 * h)])
+      w = jnp.concatenate([kernel.T.reshape(-1), u.T.reshape(-1), b_ih,
+                           jnp.zeros(4 * h, x.dtype)])
+      b = x.shape[0]
+      z = jnp.zeros((1, b, h), x.dtype)
+      lengths = mask.sum(axis=1).astype(jnp.int32)
+      y, _, _ = jrnn.lstm(x, z, z, w, lengths, input_size=x.shape[-1], hidden_size=h,
+                          num_layers=1, dropout=0.0, bidirectional=False)
+      return y
+
+  return CudnnRecurrent
+
+
+class JaxVariant:
+  """One JAX train step (the project's), placed and ready to time."""
+
+  def __init__(self, setting: str, batch, mode: str, rnn: str, devices=None,
+               seed: int = 0):
+    import jax
+    from emobed_jax import losses, parallel, train
+    self.name = f"{mode}:{rnn}"
+    self.mode, self.rnn = mode, rnn
+    self.cfg = core_config(setting)
+    self.traces = 0
+    with rnn_variant(rnn):
+      self.model, state = train.create_train_state(self.cfg, jax.random.PRNGKey(seed))
+    self.params0 = jax.device_get(state.params)
+    self.edges = losses.fit_bin_edges(batch["labels"], self.cfg.loss.num_bins)
+    self.devices = list(devices or jax.local_devices())
+    n = len(self.devices) if mode == "pmap" else 1
+    if batch["target"].shape[0] % n:
+      raise ValueError(f"batch {batch['target'].shape[0]} not divisible by {n} devices")
+    self.n = n
+    fn = train.bound_train_step(self.model, self.cfg, self.edges,
+                                axis_name=parallel.AXIS if mode == "pmap" else None)
+
+    def counted(*args):
+      self.traces += 1  # runs once per trace, not per call
+      with rnn_variant(rnn):
+        return fn(*args)
+
+    self.rng = jax.random.PRNGKey(seed + 1)
+    if mode == "pmap":
+      from jax.sharding import NamedSharding, PartitionSpec
+      self.step_fn = parallel.pmap_train_step(counted, devices=self.devices)
+      self.state = parallel.replicate(state, self.devices)
+      sharding = NamedSharding(parallel.local_mesh(self.devices), PartitionSpec(parallel.AXIS))
+      self.batch = {k: jax.device_put(v, sharding)
+                    for k, v in parallel.shard_batch(batch, n).items()}
+    elif mode == "jit":
+      self.step_fn = jax.jit(counted, donate_argnums=(0,))
+      dev = self.devices[0]
+      self.state = jax.device_put(jax.device_get(state), dev)
+      self.batch = jax.device_put(batch, dev)
+    else:
+      raise ValueError(f"--variants: unknown mode {mode!r}")
+
+  def step(self):
+    import jax
+    self.state, metrics = self.step_fn(self.state, self.batch, self.rng)
+    jax.block_until_ready(self.state)
+    return metrics
+
+
+
+class TorchRunner:
+  """The PyTorch reference step on the same data, ready to time."""
+
+  def __init__(self, setting: str, batch, edges, params=None, device: str = "cpu"):
+    import torch
+    import bench_torch
+    self.torch = torch
+    self.device = device
+    self.model = bench_torch.TorchEmoBed(setting).to(device)
+    if params is not None:
+      bench_torch.load_flax_params(self.model, params)
+    self.runner = bench_torch.TorchStep(self.model, edges)
+    if self.runner.edges is not None:
+      self.runner.edges = self.runner.edges.to(device)
+    self.batch = {k: v.to(device) for k, v in bench_torch.to_torch(batch).items()}
+
+  def sync(self):
+    if self.device.startswith("cuda"):
+      self.torch.cuda.synchronize()
+
+  def step(self):
+    loss = self.runner.step(self.batch)
+    self.sync()
+    return loss
+
+
+# ---------------------------------------------------------------------------
+# Timing.
+
+
+def _cpu_seconds() -> float:
+  r = resource.getrusage(resource.RUSAGE_SELF)
+  return r.ru_utime + r.ru_stime
+
+
+def peak_rss_mb() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+class Timer:
+  """Per-step wall times and the CPU seconds spent while they ran."""
+
+  def __init__(self):
+    self.times: list[float] = []
+    self.cpu = 0.0
+
+  def run(self, fn: Callable[[], Any], n: int) -> None:
+    c0 = _cpu_seconds()
+    for _ in range(n):
+      t0 = time.perf_counter()
+      fn()
+      self.times.append(time.perf_counter() - t0)
+    self.cpu += _cpu_seconds() - c0
+
+  @property
+  def median(self) -> float:
+    return statistics.median(self.times)
+
+  @property
+  def cores(self) -> float:
+    return self.cpu / max(sum(self.times), 1e-9)
+
+
+def interleaved(runners: dict[str, Callable[[], Any]], rounds: int, per_round: int,
+                warmup: int) -> dict[str, Timer]:
+  """Warm every runner up, then time them in alternating order, round by round."""
+  for fn in runners.values():
+    for _ in range(warmup):
+      fn()
+  timers = {k: Timer() for k in runners}
+  names = list(runners)
+  for r in range(rounds):
+    order = names if r % 2 == 0 else names[::-1]
+    for k in order:
+      timers[k].run(runners[k], per_round)
+  return timers
+
+
+def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
+  """Best observed GFLOP/s of a square f32 matmul on JAX's default device."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  a = jnp.asarray(np.random.RandomState(0).randn(size, size).astype(np.float32))
+  mm = jax.jit(lambda x: x @ x)
+  jax.block_until_ready(mm(a))
+  best = float("inf")
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(mm(a))
+    best = min(best, time.perf_counter() - t0)
+  return 2.0 * size ** 3 / best / 1e9
+
+
+# ---------------------------------------------------------------------------
+# Rows.
+
+
+def check_losses(name: str, jax_losses, torch_losses, rtol: float) -> dict[str, float]:
+  """Step-0 and step-1 losses of JAX and PyTorch from the same weights/inputs.
+
+  Step 0: the loss at the shared initial weights; step 1: after one
+  optimiser update each (checks gradients, clipping and Adam as well).
+  """
+  out = dict(loss0_jax=float(jax_losses[0]), loss0_torch=float(torch_losses[0]),
+             loss1_jax=float(jax_losses[1]), loss1_torch=float(torch_losses[1]))
+  for a, b in zip(jax_losses, torch_losses):
+    if not abs(float(a) - float(b)) <= rtol * max(1.0, abs(float(b))):
+      raise AssertionError(f"{name}: JAX and PyTorch losses disagree: {out} (rtol {rtol})")
+  return out
+
+
+def first_two_steps(runner) -> tuple[list[float], float]:
+  """Two steps of a fresh runner: their losses and the compile seconds
+  (first call minus second)."""
+  t0 = time.perf_counter()
+  l0 = runner.step()
+  first = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  l1 = runner.step()
+  second = time.perf_counter() - t0
+  return [scalar(l0), scalar(l1)], max(first - second, 0.0)
+
+
+def scalar(x) -> float:
+  """A step's loss (JAX metrics, a device array or a torch tensor) as float."""
+  import numpy as np
+  x = getattr(x, "loss", x)
+  if hasattr(x, "detach"):
+    x = x.detach().cpu().numpy()
+  return float(np.asarray(x).reshape(-1)[0])
+
+
+def train_rows(setting: str, b: int, t: int, variants: list[str], use_torch: bool,
+               torch_device: str, args) -> list[dict[str, Any]]:
+  import bench_torch
+  batch = synthetic_batch(b, t, setting, seed=args["seed"])
+  jvs, first_losses, compile_s = [], {}, {}
+  for v in variants:
+    mode, rnn = v.split(":")
+    jv = JaxVariant(setting, batch, mode, rnn, seed=args["seed"])
+    first_losses[jv.name], compile_s[jv.name] = first_two_steps(jv)
+    jvs.append(jv)
+  runners: dict[str, Callable[[], Any]] = {jv.name: jv.step for jv in jvs}
+  tr, torch_losses = None, None
+  if use_torch:
+    ref = next((jv for jv in jvs if jv.rnn != "flax_cell"), jvs[0])
+    tr = TorchRunner(setting, batch, ref.edges, params=ref.params0, device=torch_device)
+    torch_losses, _ = first_two_steps(tr)
+    runners["torch"] = tr.step
+  equiv = {jv.name: check_losses(f"{setting} B={b} T={t} {jv.name}", first_losses[jv.name],
+                                 torch_losses, args["equiv_rtol"])
+           for jv in jvs if tr is not None and jv.rnn != "flax_cell"}
+  timers = interleaved(runners, args["rounds"], args["steps_per_round"], args["warmup"])
+  flops = 3.0 * bench_torch.matmul_flops_per_frame(setting)
+  rows = []
+  for jv in jvs:
+    tj = timers[jv.name]
+    row = dict(kind="train", setting=setting, B=b, T=t, variant=jv.name,
+               devices=jv.n, fps_jax=b * t / tj.median, step_ms_jax=1e3 * tj.median,
+               compile_s=compile_s[jv.name], recompiles=jv.traces - 1,
+               cores_jax=tj.cores, steps_timed=len(tj.times),
+               pct_peak_jax=100.0 * flops * b * t / tj.median / 1e9 / args["peak"])
+    if tr is not None:
+      tt = timers["torch"]
+      row.update(fps_torch=b * t / tt.median, step_ms_torch=1e3 * tt.median,
+                 ratio=tt.median / tj.median, cores_torch=tt.cores,
+                 pct_peak_torch=100.0 * flops * b * t / tt.median / 1e9 / args["peak"],
+                 **equiv.get(jv.name, {}))
+    row["peak_rss_mb"] = peak_rss_mb()
+    rows.append(row)
+  return rows
+
+
+def eval_rows(b: int, t: int, use_torch: bool, torch_device: str, args) -> list[dict[str, Any]]:
+  """Forward-only evaluation of whole recordings (target branch)."""
+  import jax
+  import numpy as np
+  import bench_torch
+  from emobed_jax import parallel, train
+  cfg = core_config("mono")
+  model, state = train.create_train_state(cfg, jax.random.PRNGKey(args["seed"]))
+  params = jax.device_get(state.params)
+  batch = synthetic_batch(b, t, "mono", seed=args["seed"] + 7)
+  x, mask = batch["target"], batch["mask"]
+  devices = jax.local_devices()
+  mode = args["eval_mode"]
+  if mode == "auto":
+    mode = "pmap" if len(devices) > 1 and b >= len(devices) else "jit"
+  eval_fn = lambda p, xx, mm: train.eval_step(p, xx, mm, model=model)  # noqa: E731
+  if mode == "pmap":
+    n = len(devices)
+    pad = -b % n
+    xp = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)]) if pad else x
+    mp = np.concatenate([mask, np.zeros((pad,) + mask.shape[1:], mask.dtype)]) if pad else mask
+    fn = parallel.pmap_eval_step(eval_fn, devices=devices)
+    from jax.sharding import NamedSharding, PartitionSpec
+    sh = NamedSharding(parallel.local_mesh(devices), PartitionSpec(parallel.AXIS))
+    p_dev = parallel.replicate(params, devices)
+    xs = jax.device_put(parallel.shard_batch({"x": xp}, n)["x"], sh)
+    ms = jax.device_put(parallel.shard_batch({"m": mp}, n)["m"], sh)
+    run_jax = lambda: jax.block_until_ready(fn(p_dev, xs, ms))  # noqa: E731
+    unshard = lambda y: np.asarray(y).reshape((-1,) + y.shape[2:])[:b]  # noqa: E731
+  else:
+    fn = jax.jit(eval_fn)
+    dev = devices[0]
+    p_dev, xs, ms = jax.device_put((params, x, mask), dev)
+    run_jax = lambda: jax.block_until_ready(fn(p_dev, xs, ms))  # noqa: E731
+    unshard = np.asarray
+  t0 = time.perf_counter()
+  y_jax = unshard(run_jax())
+  first = time.perf_counter() - t0
+  runners = {"jax": run_jax}
+  row: dict[str, Any] = dict(kind="eval", setting="target branch", B=b, T=t,
+                             variant=f"{mode}:custom", devices=len(devices) if mode == "pmap" else 1)
+  tr = None
+  if use_torch:
+    import torch
+    tm = bench_torch.TorchEmoBed("mono").to(torch_device).eval()
+    bench_torch.load_flax_params(tm, params)
+    xt = torch.as_tensor(x).to(torch_device)
+
+    def run_torch():
+      with torch.inference_mode():
+        y = tm.predict(xt)
+      if torch_device.startswith("cuda"):
+        torch.cuda.synchronize()
+      return y
+
+    y_t = run_torch().cpu().numpy()
+    row["max_abs_diff"] = float(np.max(np.abs(y_t - y_jax)))
+    runners["torch"] = run_torch
+  timers = interleaved(runners, 2, max(args["eval_repeats"] // 2, 1), 1)
+  tj = timers["jax"]
+  row.update(fps_jax=b * t / tj.median, step_ms_jax=1e3 * tj.median,
+             compile_s=max(first - tj.median, 0.0), cores_jax=tj.cores,
+             steps_timed=len(tj.times))
+  flops = bench_torch.matmul_flops_per_frame("mono")
+  row["pct_peak_jax"] = 100.0 * flops * b * t / tj.median / 1e9 / args["peak"]
+  if "torch" in timers:
+    tt = timers["torch"]
+    row.update(fps_torch=b * t / tt.median, step_ms_torch=1e3 * tt.median,
+               ratio=tt.median / tj.median, cores_torch=tt.cores,
+               pct_peak_torch=100.0 * flops * b * t / tt.median / 1e9 / args["peak"])
+  row["peak_rss_mb"] = peak_rss_mb()
+  return [row]
+
+
+# ---------------------------------------------------------------------------
+# Output.
+
+COLUMNS = [
+    ("kind", "{}"), ("setting", "{}"), ("B", "{}"), ("T", "{}"), ("variant", "{}"),
+    ("devices", "{}"), ("fps_jax", "{:.0f}"), ("fps_torch", "{:.0f}"), ("ratio", "{:.2f}"),
+    ("compile_s", "{:.1f}"), ("recompiles", "{}"), ("cores_jax", "{:.2f}"),
+    ("cores_torch", "{:.2f}"), ("pct_peak_jax", "{:.1f}"), ("pct_peak_torch", "{:.1f}"),
+    ("peak_rss_mb", "{:.0f}"),
+]
+HEADERS = {"fps_jax": "frames/s JAX", "fps_torch": "frames/s PyTorch",
+           "ratio": "JAX/PyTorch", "compile_s": "compile s", "cores_jax": "cores JAX",
+           "cores_torch": "cores PT", "pct_peak_jax": "%peak JAX",
+           "pct_peak_torch": "%peak PT", "peak_rss_mb": "peak RSS MB",
+           "devices": "dev"}
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+  head = [HEADERS.get(k, k) for k, _ in COLUMNS]
+  body = [[fmt.format(r[k]) if r.get(k) is not None else "-" for k, fmt in COLUMNS]
+          for r in rows]
+  widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h)
+            for i, h in enumerate(head)]
+  line = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
+  return "\n".join([line(head), line(["-" * w for w in widths])] + [line(b) for b in body])
+
+
+def main(argv):
+  del argv
+  configure_xla(_DEVICES.value, _XLA_FLAGS.value)
+  import jax  # noqa: F401  (after XLA_FLAGS)
+
+  platform = jax.default_backend()
+  use_torch = _TORCH.value
+  torch_device = "cpu"
+  versions = {"jax": jax.__version__}
+  if use_torch:
+    try:
+      import torch
+    except ImportError:
+      print("torch is not installed (pip install -e .[bench]); JAX only.")
+      use_torch = False
+    else:
+      versions["torch"] = torch.__version__
+      torch_device = _TORCH_DEVICE.value
+      if torch_device == "auto":
+        torch_device = "cuda" if platform == "gpu" and torch.cuda.is_available() else "cpu"
+      torch.set_num_threads(_TORCH_THREADS.value or usable_cores())
+  variants = list(_VARIANTS.value)
+  if platform != "cpu":
+    variants = [v for v in variants if not (v.startswith("pmap") and jax.local_device_count() == 1)] or ["jit:custom"]
+  if platform != "gpu" and any(v.endswith(":cudnn") for v in variants):
+    print("cudnn variants need a GPU; skipped.")
+    variants = [v for v in variants if not v.endswith(":cudnn")]
+  peak = matmul_peak_gflops(_PEAK_SIZE.value)
+  args = dict(seed=_SEED.value, rounds=_ROUNDS.value, steps_per_round=_STEPS_PER_ROUND.value,
+              warmup=_WARMUP.value, equiv_rtol=_EQUIV_RTOL.value, peak=peak,
+              eval_repeats=_EVAL_REPEATS.value, eval_mode=_EVAL_MODE.value)
+  meta = dict(platform=platform, devices=jax.local_device_count(),
+              device_kind=jax.local_devices()[0].device_kind, cores=usable_cores(),
+              xla_flags=os.environ.get("XLA_FLAGS", ""), torch_device=torch_device,
+              matmul_peak_gflops=peak, variants=variants, **versions)
+  print(f"platform {platform}, {meta['devices']} device(s) ({meta['device_kind']}), "
+        f"{meta['cores']} cores, torch on {torch_device if use_torch else '-'}; "
+        f"matmul peak {peak:.0f} GFLOP/s; XLA_FLAGS={meta['xla_flags']!r}", flush=True)
+  rows: list[dict[str, Any]] = []
+  for setting in _SETTINGS.value:
+    for shape in _SHAPES.value:
+      b, t = (int(v) for v in shape.lower().split("x"))
+      new = train_rows(setting, b, t, variants, use_torch, torch_device, args)
+      rows += new
+      for r in new:
+        print(f"  {setting} B={b} T={t} {r['variant']}: JAX {r['fps_jax']:.0f} fr/s"
+              + (f", PyTorch {r['fps_torch']:.0f} fr/s, ratio {r['ratio']:.2f}"
+                 if "fps_torch" in r else ""), flush=True)
+  for b in _EVAL_BATCHES.value:
+    new = eval_rows(int(b), _EVAL_LEN.value, use_torch, torch_device, args)
+    rows += new
+    r = new[0]
+    print(f"  eval B={b} T={_EVAL_LEN.value}: JAX {r['fps_jax']:.0f} fr/s"
+          + (f", PyTorch {r['fps_torch']:.0f} fr/s, ratio {r['ratio']:.2f}"
+             if "fps_torch" in r else ""), flush=True)
+  pipe = pipeline_rows()
+  print()
+  print(format_table(rows))
+  print()
+  if pipe:
+    print("input pipeline:", json.dumps(pipe))
+  else:
+    print("input pipeline frames/s vs step consumption: not measured yet "
+          "(pipeline_rows() returns [] until the pipeline lands)")
+  print("ratio = JAX frames/s / PyTorch frames/s; %peak = matmul FLOP/s "
+        f"(training = 3x forward) / measured {_PEAK_SIZE.value}^2 matmul peak "
+        f"({peak:.0f} GFLOP/s); cores = CPU seconds / wall seconds; "
+        "peak RSS = whole process so far.")
+  if _JSON_OUT.value:
+    out = Path(_JSON_OUT.value)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(dict(meta=meta, rows=rows, pipeline=pipe), indent=1))
+    print(f"JSON: {out}")
+
+
+if __name__ == "__main__":
+  app.run(main)
