@@ -8,6 +8,9 @@ triplet candidates are all_gather'd before mining), and the gradients are
 ``pmean``'d over the same axis -- which, with the collectives inside the
 loss, is exactly the gradient of the global loss (see ``losses.py``).
 
+``train_and_evaluate(config, workdir)`` runs a whole RECOLA-style training
+(data, model selection, checkpoints, ``results.json``) around these steps.
+
 A batch is a dict of arrays (per device):
 
 * ``target``: ``[b, T, target_dim]``; ``aux``: ``[b, T, aux_dim]`` (settings
@@ -20,7 +23,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Mapping
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -202,6 +207,12 @@ def bound_train_step(model: EmoBed, config: CoreConfig, bin_edges=None,
 # ---------------------------------------------------------------------------
 # The whole run: data -> training with model selection -> results.json.
 
+Report = Callable[[str, dict], None]
+
+
+class RunError(ValueError):
+  """A user-facing problem with a run (workdir, flags vs data); one line."""
+
 
 def _dims_metrics(values, dims) -> dict[str, float]:
   out = {f"ccc_{d}": float(v) for d, v in zip(dims, np.atleast_1d(values))}
@@ -239,12 +250,16 @@ def evaluate_recordings(p_eval, params, recordings, full_labels, data_cfg, num_d
           "per_recording": {k: _dims_metrics(v, dims) for k, v in per.per_recording.items()}}
 
 
-class RunError(ValueError):
-  """A user-facing problem with a run (workdir, flags vs data); one line."""
-
-
 #: Fields of the resolved config that are read off the data, not chosen.
 _DERIVED = ("target_dim", "aux_dim", "num_outputs", "task")
+
+
+def _first_difference(a, b, prefix="") -> str:
+  if isinstance(a, dict) and isinstance(b, dict):
+    for k in sorted(set(a) | set(b)):
+      if a.get(k) != b.get(k):
+        return _first_difference(a.get(k), b.get(k), f"{prefix}{k}.")
+  return f"{prefix.rstrip('.')}: {a!r} there, {b!r} now"
 
 
 def _check_same_run(workdir: Path, config) -> None:
@@ -277,15 +292,117 @@ def _prepare_workdir(workdir: Path, resolved: dict[str, Any]) -> None:
     writers.write_json(workdir / "config.json", resolved)
 
 
-def _first_difference(a, b, prefix="") -> str:
-  if isinstance(a, dict) and isinstance(b, dict):
-    for k in sorted(set(a) | set(b)):
-      if a.get(k) != b.get(k):
-        return _first_difference(a.get(k), b.get(k), f"{prefix}{k}.")
-  return f"{prefix.rstrip('.')}: {a!r} there, {b!r} now"
+@dataclasses.dataclass
+class RunData:
+  """Everything the loop needs from the data, ready to use."""
+  config: Any  # the resolved RunConfig (feature widths read off the data)
+  train: list
+  val: list
+  eval: list
+  full_val_labels: dict[str, np.ndarray]
+  full_eval_labels: dict[str, np.ndarray]
+  bin_edges: np.ndarray
+  selection_split: str
+  seconds: float
 
 
-def train_and_evaluate(config, workdir, report=None) -> dict[str, Any]:
+def load_run_data(config, workdir: Path, is_main: bool) -> RunData:
+  """Prepared corpus -> aligned, standardised recordings; writes config/stats.json.
+
+  Standardisation statistics and triplet bin edges come from the training
+  recordings only and are stored in ``stats.json`` (reused on resume).
+  """
+  from emobed_jax import input_pipeline, writers
+  from emobed_jax.config import to_dict
+  t0 = time.perf_counter()
+  dcfg = config.data
+  parts = config.core.task.parts
+  tfds_dir = input_pipeline.resolve_prepared_dir(dcfg)
+  train = input_pipeline.load_recordings(tfds_dir, "train", dcfg, with_aux=parts["aux"],
+                                         with_labels=True)
+  evals = input_pipeline.load_recordings(tfds_dir, dcfg.eval_split, dcfg, with_aux=False,
+                                         with_labels=True)
+  if dcfg.val_recordings:
+    if dcfg.val_recordings >= len(train):
+      raise RunError(f"--val_recordings={dcfg.val_recordings}: the train split has only "
+                     f"{len(train)} recordings; hold out fewer")
+    train, val = train[:-dcfg.val_recordings], train[-dcfg.val_recordings:]
+    selection = f"train (held out: {', '.join(r.name for r in val)})"
+  else:
+    val = evals
+    selection = f"{dcfg.eval_split} (also the evaluation split)"
+  core = config.core.replace(task=dict(
+      target_dim=int(train[0].target.shape[1]),
+      aux_dim=int(train[0].aux.shape[1]) if parts["aux"] else config.core.task.aux_dim,
+      num_outputs=len(dcfg.dimensions), task="regression"))
+  config = dataclasses.replace(config, core=core)
+  if is_main:
+    _prepare_workdir(workdir, to_dict(config))
+
+  stats_path = workdir / "stats.json"
+  if stats_path.exists():
+    standardizer = input_pipeline.Standardizer.from_json(
+        writers.read_json(stats_path)["standardizer"])
+  else:
+    standardizer = input_pipeline.Standardizer.fit(train)
+
+  def prep(recs):
+    return [input_pipeline.align(standardizer.apply(r), dcfg.delay_frames, dcfg.frame_step)
+            for r in recs]
+  train_a = prep(train)
+  bin_edges = losses.fit_bin_edges(np.concatenate([r.labels for r in train_a]),
+                                   core.loss.num_bins)
+  if is_main and not stats_path.exists():
+    writers.write_json(stats_path, {"standardizer": standardizer.to_json(),
+                                    "bin_edges": bin_edges.tolist(),
+                                    "dimensions": list(dcfg.dimensions)})
+  return RunData(config, train_a, prep(val), prep(evals), {r.name: r.labels for r in val},
+                 {r.name: r.labels for r in evals}, bin_edges, selection,
+                 time.perf_counter() - t0)
+
+
+class _Logger:
+  """metrics.jsonl + TensorBoard, written by process 0 only."""
+
+  def __init__(self, workdir: Path, enabled: bool):
+    from emobed_jax import writers
+    self._writers = writers
+    self.path = workdir / "metrics.jsonl"
+    self.tb = writers.SummaryWriter(workdir / "tensorboard") if enabled else None
+
+  def log(self, record: dict, scalars_prefix: str | None = None, scalars=None) -> None:
+    if self.tb is None:
+      return
+    self._writers.append_jsonl(self.path, record)
+    if scalars_prefix:
+      self.tb.scalars(record["step"], {f"{scalars_prefix}/{k}": v for k, v in scalars.items()})
+
+  def close(self) -> None:
+    if self.tb is not None:
+      self.tb.close()
+
+
+class _Rate:
+  """Steps per second, not counting the first (compiling) step."""
+
+  def __init__(self):
+    self.start, self.steps = None, 0
+
+  def tick(self, first_output) -> None:
+    if self.start is None:
+      jax.block_until_ready(first_output)
+      self.start = time.perf_counter()
+    else:
+      self.steps += 1
+
+  @property
+  def value(self) -> float | None:
+    if not self.steps:
+      return None
+    return self.steps / max(time.perf_counter() - self.start, 1e-9)
+
+
+def train_and_evaluate(config, workdir, report: Report | None = None) -> dict[str, Any]:
   """Train one run and write its workdir (DESIGN.md, contract of launch/train.py).
 
   Args:
@@ -293,7 +410,7 @@ def train_and_evaluate(config, workdir, report=None) -> dict[str, Any]:
     workdir: receives ``config.json``, ``stats.json``, ``metrics.jsonl``,
       TensorBoard events, ``checkpoints/`` and finally ``results.json``.  If
       it holds a checkpoint of the same config, training resumes from it; if
-      it holds ``results.json``, nothing is redone.
+      it holds ``results.json``, nothing is redone; another config is refused.
     report: optional ``report(kind, info)`` callback for progress
       (``kind`` in data / resume / train / eval / done); the library itself
       never prints.
@@ -301,173 +418,117 @@ def train_and_evaluate(config, workdir, report=None) -> dict[str, Any]:
   Returns:
     The content of ``results.json``.
   """
-  import time
-  from pathlib import Path
-
   from emobed_jax import checkpoint, input_pipeline, parallel, writers
-  from emobed_jax.config import to_dict
 
   report = report or (lambda kind, info: None)
   config.validate()
   workdir = Path(workdir).expanduser()
-  results_path = workdir / "results.json"
   _check_same_run(workdir, config)
-  if results_path.exists():
-    results = writers.read_json(results_path)
+  if (workdir / "results.json").exists():
+    results = writers.read_json(workdir / "results.json")
     report("done", {"results": results, "already": True})
     return results
   is_main = jax.process_index() == 0
-  dcfg = config.data
-  parts = config.core.task.parts
-
-  # Data: prepared corpus -> aligned, standardised recordings.
-  t0 = time.perf_counter()
-  tfds_dir = input_pipeline.resolve_prepared_dir(dcfg)
-  train_recs = input_pipeline.load_recordings(tfds_dir, "train", dcfg, with_aux=parts["aux"],
-                                              with_labels=True)
-  eval_recs = input_pipeline.load_recordings(tfds_dir, dcfg.eval_split, dcfg, with_aux=False,
-                                             with_labels=True)
-  if dcfg.val_recordings:
-    if dcfg.val_recordings >= len(train_recs):
-      raise RunError(f"--val_recordings={dcfg.val_recordings}: the train split has only "
-                     f"{len(train_recs)} recordings; hold out fewer")
-    val_recs = train_recs[-dcfg.val_recordings:]
-    train_recs = train_recs[:-dcfg.val_recordings]
-    selection_split = f"train (held out: {', '.join(r.name for r in val_recs)})"
-  else:
-    val_recs = eval_recs
-    selection_split = f"{dcfg.eval_split} (also the evaluation split)"
-  core = config.core.replace(task=dict(
-      target_dim=int(train_recs[0].target.shape[1]),
-      aux_dim=int(train_recs[0].aux.shape[1]) if parts["aux"] else config.core.task.aux_dim,
-      num_outputs=len(dcfg.dimensions), task="regression"))
-  config = dataclasses.replace(config, core=core)
-  resolved = to_dict(config)
-  if is_main:
-    _prepare_workdir(workdir, resolved)
-
-  stats_path = workdir / "stats.json"
-  if stats_path.exists():
-    stats = writers.read_json(stats_path)
-    standardizer = input_pipeline.Standardizer.from_json(stats["standardizer"])
-  else:
-    standardizer = input_pipeline.Standardizer.fit(train_recs)
-  prep = lambda recs: [input_pipeline.align(standardizer.apply(r), dcfg.delay_frames,
-                                            dcfg.frame_step) for r in recs]
-  train_aligned, val_aligned, eval_aligned = prep(train_recs), prep(val_recs), prep(eval_recs)
-  full_val = {r.name: r.labels for r in val_recs}
-  full_eval = {r.name: r.labels for r in eval_recs}
-  train_labels = np.concatenate([r.labels for r in train_aligned])
-  bin_edges = losses.fit_bin_edges(train_labels, core.loss.num_bins)
-  if is_main and not stats_path.exists():
-    writers.write_json(stats_path, {"standardizer": standardizer.to_json(),
-                                    "bin_edges": bin_edges.tolist(),
-                                    "dimensions": list(dcfg.dimensions)})
-
-  num_devices = jax.local_device_count()
+  data = load_run_data(config, workdir, is_main)
+  config, core, dcfg = data.config, data.config.core, data.config.data
   if config.batch_size % jax.device_count():
     raise RunError(f"--batch_size={config.batch_size} is not divisible by the "
                    f"{jax.device_count()} devices")
-  source = input_pipeline.WindowSource(train_aligned, dcfg.window, dcfg.hop)
+  source = input_pipeline.WindowSource(data.train, dcfg.window, dcfg.hop)
   spe = input_pipeline.steps_per_epoch(len(source), config.batch_size)
   total_steps = spe * config.epochs
   batches = input_pipeline.train_batches(source, config.batch_size, config.seed,
                                          config.epochs + 1, jax.process_index(),
                                          jax.process_count())
-  report("data", {"tfds_dir": str(tfds_dir), "train": len(train_aligned),
-                  "val": len(val_aligned), "eval": len(eval_aligned),
+  report("data", {"train": len(data.train), "val": len(data.val), "eval": len(data.eval),
                   "windows": len(source), "steps_per_epoch": spe, "total_steps": total_steps,
-                  "devices": jax.device_count(), "seconds": time.perf_counter() - t0,
-                  "selection_split": selection_split})
+                  "devices": jax.device_count(), "seconds": data.seconds,
+                  "selection_split": data.selection_split})
 
-  # Model, state, checkpoints.
   model, state = create_train_state(core, jax.random.PRNGKey(config.seed))
   ckpt = checkpoint.Checkpointer(workdir / "checkpoints")
   meta = {"best_score": None, "best_step": None, "train_seconds": 0.0}
   if ckpt.latest_step() is not None:
     state, meta = ckpt.restore(state)
     report("resume", {"step": int(state.step), "best_step": meta["best_step"]})
-  p_step = parallel.pmap_train_step(bound_train_step(model, core, bin_edges, parallel.AXIS))
+  p_step = parallel.pmap_train_step(bound_train_step(model, core, data.bin_edges,
+                                                     parallel.AXIS))
   p_eval = parallel.pmap_eval_step(functools.partial(eval_step, model=model))
+  num_devices = jax.local_device_count()
+  logger = _Logger(workdir, is_main)
+  rate = _Rate()
   st = parallel.replicate(state)
   rng = jax.random.PRNGKey(config.seed + 1)
-  writer = writers.SummaryWriter(workdir / "tensorboard") if is_main else None
-  log = (lambda rec: writers.append_jsonl(workdir / "metrics.jsonl", rec)) if is_main else (
-      lambda rec: None)
-
   start_step = int(state.step)
-  run_start = time.perf_counter()
-  timed_from, timed_steps = None, 0
+  segment_start = time.perf_counter()
   for step in range(start_step, total_steps):
     batch = batches[step]
     if step == start_step:
       check_batch(batch, core)
     st, m = p_step(st, parallel.shard_batch(batch, num_devices), rng)
+    rate.tick(m.loss)
     done = step + 1
-    if timed_from is None:  # exclude the first (compiling) step from the rate
-      jax.block_until_ready(m.loss)
-      timed_from = time.perf_counter()
-    else:
-      timed_steps += 1
     if done % config.log_every == 0 or done == total_steps:
       values = {k: float(v) for k, v in dataclasses.asdict(jax.device_get(m)).items()}
       if not np.isfinite(values["loss"]):
         raise FloatingPointError(f"loss became {values['loss']} at step {done}; try a lower "
                                  "--learning_rate or --clip_norm")
-      rate = timed_steps / max(time.perf_counter() - timed_from, 1e-9) if timed_steps else 0.0
       rec = {"step": done, "epoch": done / spe, "split": "train", **values,
-             "steps_per_second": rate}
-      log(rec)
-      if writer:
-        writer.scalars(done, {f"train/{k}": v for k, v in values.items()})
+             "steps_per_second": rate.value or 0.0}
+      logger.log(rec, "train", values)
       report("train", {**rec, "total_steps": total_steps,
-                       "eta_seconds": (total_steps - done) / rate if rate else None})
-    if done % spe == 0 and ((done // spe) % config.eval_every_epochs == 0 or done == total_steps):
-      val = evaluate_recordings(p_eval, st.params, val_aligned, full_val, dcfg, num_devices)
+                       "eta_seconds": (total_steps - done) / rate.value if rate.value else None})
+    epoch_end = done % spe == 0
+    if epoch_end and ((done // spe) % config.eval_every_epochs == 0 or done == total_steps):
+      val = evaluate_recordings(p_eval, st.params, data.val, data.full_val_labels, dcfg,
+                                num_devices)
       score = val["concatenated"]["ccc_mean"]
       is_best = meta["best_score"] is None or score > meta["best_score"]
       if is_best:
         meta.update(best_score=score, best_step=done)
-      meta["train_seconds"] = meta.get("train_seconds", 0.0) + (time.perf_counter() - run_start)
-      run_start = time.perf_counter()
-      meta["steps_per_second"] = timed_steps / max(run_start - timed_from, 1e-9) if timed_steps else None
+      now = time.perf_counter()
+      meta["train_seconds"] = meta.get("train_seconds", 0.0) + now - segment_start
+      meta["steps_per_second"] = rate.value
+      segment_start = now
       if is_best:
         ckpt.save(done, st, dict(meta), best=True)
       ckpt.save(done, st, dict(meta))
       rec = {"step": done, "epoch": done // spe, "split": "val", **val["concatenated"],
              "best_step": meta["best_step"]}
-      log(rec)
-      if writer:
-        writer.scalars(done, {f"val/{k}": v for k, v in val["concatenated"].items()})
+      logger.log(rec, "val", val["concatenated"])
       report("eval", {**rec, "is_best": is_best})
   ckpt.wait()
+  results = _final_results(ckpt, state, p_eval, data, total_steps)
+  if is_main:
+    writers.write_json(workdir / "results.json", results)
+  logger.log({"step": total_steps, "split": dcfg.eval_split, **results["metrics"],
+              "best_step": results["best_step"]}, dcfg.eval_split, results["metrics"])
+  logger.close()
+  ckpt.close()
+  report("done", {"results": results, "already": False})
+  return results
 
-  # Final metrics from the best checkpoint, on the evaluation split.
-  best_state, best_meta = ckpt.restore(state, best=True)
-  best_params = parallel.replicate(best_state.params)
-  final = evaluate_recordings(p_eval, best_params, eval_aligned, full_eval, dcfg, num_devices)
-  meta_latest = ckpt.restore(state)[1]
-  results = {
-      "dataset": dcfg.dataset, "setting": core.task.setting, "modality": dcfg.modality,
+
+def _final_results(ckpt, template, p_eval, data: RunData, total_steps: int) -> dict[str, Any]:
+  """Metrics of the best checkpoint on the evaluation split (results.json)."""
+  from emobed_jax import parallel
+  config, dcfg = data.config, data.config.data
+  best_state, best_meta = ckpt.restore(template, best=True)
+  final = evaluate_recordings(p_eval, parallel.replicate(best_state.params), data.eval,
+                              data.full_eval_labels, dcfg, jax.local_device_count())
+  latest_meta = ckpt.restore(template)[1]
+  parts = config.core.task.parts
+  return {
+      "dataset": dcfg.dataset, "setting": config.core.task.setting, "modality": dcfg.modality,
       "aux_modality": dcfg.aux_modality if parts["aux"] else None,
       "eval_split": dcfg.eval_split, "seed": config.seed, "best_step": best_meta["best_step"],
       "metrics": final["concatenated"], "ccc_granularity": "concatenated",
       "metrics_per_recording_mean": final["per_recording_mean"],
       "per_recording": final["per_recording"],
-      "selection": {"split": selection_split, "best_val_ccc_mean": best_meta["best_score"]},
-      "train_seconds": meta_latest.get("train_seconds"),
-      "steps_per_second": meta_latest.get("steps_per_second"),
+      "selection": {"split": data.selection_split,
+                    "best_val_ccc_mean": best_meta["best_score"]},
+      "train_seconds": latest_meta.get("train_seconds"),
+      "steps_per_second": latest_meta.get("steps_per_second"),
       "total_steps": total_steps, "devices": jax.device_count(),
       "processes": jax.process_count(),
   }
-  if is_main:
-    writers.write_json(results_path, results)
-    log({"step": total_steps, "split": dcfg.eval_split, **final["concatenated"],
-         "best_step": best_meta["best_step"]})
-  if writer:
-    writer.scalars(total_steps, {f"{dcfg.eval_split}/{k}": v
-                                 for k, v in final["concatenated"].items()})
-    writer.close()
-  ckpt.close()
-  report("done", {"results": results, "already": False})
-  return results

@@ -171,8 +171,8 @@ def test_triplet_masked_candidates_change_nothing():
   c2 = c.copy()
   c2[mc == 0] = 100.0 * np.random.RandomState(9).randn(int((mc == 0).sum()), c.shape[1])
   for mining in losses.MINING_MODES:
-    f = lambda cc: losses.triplet_loss(a, la, cc, lc, margin=0.2, mining=mining,
-                                       anchor_mask=ma, cand_mask=mc)
+    f = lambda cc, mining=mining: losses.triplet_loss(
+        a, la, cc, lc, margin=0.2, mining=mining, anchor_mask=ma, cand_mask=mc)
     l1, g1 = jax.value_and_grad(f)(jnp.asarray(c))
     l2, g2 = jax.value_and_grad(f)(jnp.asarray(c2))
     assert float(l1) == float(l2)

@@ -59,7 +59,7 @@ def test_short_training_lowers_the_loss(setting, task):
   data = batches(100, 4, task)
   st = parallel.replicate(state)
   history = []
-  for epoch in range(8 if task == "regression" else 20):
+  for _ in range(8 if task == "regression" else 20):
     for b in data:
       st, m = step(st, b, RNG)
       history.append(float(m.loss))
