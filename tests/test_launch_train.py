@@ -55,6 +55,8 @@ def test_main_job_writes_the_contract_files_and_does_not_redo(demo_dir, tmp_path
   cfg = json.loads((wd / "config.json").read_text())
   # Two dimensions: both RECOLA feature variants, concatenated (88*2, 168*2).
   assert cfg["core"]["task"]["target_dim"] == 176 and cfg["core"]["task"]["aux_dim"] == 336
+  # The target branch alone, loaded from the workdir, reproduces the metrics.
+  check_predictor_reproduces_results(wd, demo_dir, r)
   # A second run of the same command does nothing but report.
   before = (wd / "results.json").stat().st_mtime_ns
   p2 = run(args)
@@ -63,6 +65,25 @@ def test_main_job_writes_the_contract_files_and_does_not_redo(demo_dir, tmp_path
   # The same workdir with another config is refused.
   p3 = run(args[:-1] + ["--setting=mono", "--log_every=2"])
   assert p3.returncode != 0 and "another config" in p3.stderr and "Traceback" not in p3.stderr
+
+
+def check_predictor_reproduces_results(wd, data_dir, results):
+  import numpy as np
+
+  from emobed_jax import input_pipeline, metrics, predict
+  predictor = predict.load_predictor(wd)
+  assert set(predictor.params) == {"target_encoder", "head"}
+  cfg = predictor.config.data
+  tfds_dir = demo.demo_paths(data_dir, cfg.demo_seed)[1]
+  recs = input_pipeline.load_recordings(tfds_dir, "dev", cfg, with_aux=False, with_labels=True)
+  for rec in recs:
+    pred = predictor(rec.target)
+    assert pred.shape == rec.labels.shape
+    got = metrics.ccc(pred, rec.labels)
+    want = [results["per_recording"][rec.name][f"ccc_{d}"] for d in cfg.dimensions]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+  with pytest.raises(ValueError, match="features"):
+    predictor(np.zeros((10, 3), np.float32))
 
 
 def test_sigkill_then_rerun_resumes_and_finishes(demo_dir, tmp_path):

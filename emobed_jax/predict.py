@@ -1,0 +1,79 @@
+"""Monomodal inference from a finished (or running) workdir: the target branch alone.
+
+    predictor = load_predictor("runs/demo_emobed_audio_seed0")
+    pred = predictor(features)          # [frames, target_dim] -> [frames, D]
+
+The predictor reads ``config.json`` and ``stats.json`` of the run, restores
+the best checkpoint and keeps only the target encoder and the head: no
+auxiliary modality, input or parameter is needed.  Features are
+standardised with the run's training statistics and delayed like the
+training data, so ``pred[t]`` estimates the gold standard at frame ``t``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from emobed_jax import checkpoint, input_pipeline, models, train, writers
+from emobed_jax.config import RunConfig, from_dict
+
+
+@dataclasses.dataclass
+class Predictor:
+  """Target-branch inference with the run's standardisation and label delay."""
+  config: RunConfig
+  params: dict[str, Any]
+  standardizer: input_pipeline.Standardizer
+  model: models.EmoBed
+
+  def __post_init__(self):
+    self._apply = jax.jit(lambda p, x, m: self.model.apply(
+        {"params": p}, x, m, method=models.EmoBed.predict))
+
+  @property
+  def dimensions(self) -> tuple[str, ...]:
+    return self.config.data.dimensions
+
+  def __call__(self, features: np.ndarray) -> np.ndarray:
+    """``[frames, target_dim]`` raw features -> ``[frames, D]`` predictions."""
+    features = np.asarray(features, np.float32)
+    want = self.config.core.task.target_dim
+    if features.ndim != 2 or features.shape[1] != want:
+      raise ValueError(f"features: expected [frames, {want}] for modality "
+                       f"{self.config.data.modality!r}, got {features.shape}")
+    if not np.all(np.isfinite(features)):
+      raise ValueError("features: NaN or inf values")
+    rec = input_pipeline.Recording("input", features, None, None)
+    d = self.config.data
+    rec = input_pipeline.align(self.standardizer.apply(rec), d.delay_frames, d.frame_step)
+    x = rec.target[None]
+    pred = np.asarray(self._apply(self.params, x, np.ones(x.shape[:2], np.float32)))[0]
+    return input_pipeline.upsample(pred, d.frame_step, features.shape[0])
+
+
+def load_predictor(workdir: str | Path, *, best: bool = True) -> Predictor:
+  """The target branch of a run's best (or latest) checkpoint.
+
+  Raises:
+    FileNotFoundError: the workdir lacks config.json, stats.json or a checkpoint.
+  """
+  workdir = Path(workdir).expanduser()
+  for name in ("config.json", "stats.json"):
+    if not (workdir / name).is_file():
+      raise FileNotFoundError(f"{workdir / name}: not found; expected a workdir written "
+                              "by launch/train.py")
+  config = from_dict(RunConfig, writers.read_json(workdir / "config.json")).validate()
+  stats = writers.read_json(workdir / "stats.json")
+  model, template = train.create_train_state(config.core, jax.random.PRNGKey(0))
+  ckpt = checkpoint.Checkpointer(workdir / "checkpoints", async_save=False)
+  try:
+    state, _ = ckpt.restore(template, best=best)
+  finally:
+    ckpt.close()
+  return Predictor(config, models.target_branch(state.params),
+                   input_pipeline.Standardizer.from_json(stats["standardizer"]), model)
