@@ -5,9 +5,10 @@ Shapes: sequences are ``[batch, time, features]``; ``mask`` is
 recurrent state untouched (the carry is held), is excluded from every
 pooling, and so changes nothing downstream of it.
 
-The recurrent layers compute the input projection of *all* time steps in
-one matmul outside the scan (the four LSTM gates fused in one ``[D, 4H]``
-kernel), so the sequential part is only ``h @ U`` per step.
+The recurrent layers compute the input projection of *all* time steps
+outside the scan (per-gate matmuls over the whole sequence), so the
+sequential part is only ``h @ U`` per step; the LSTM's backward pass is
+hand-written (:mod:`emobed_jax.rnn_kernels`).
 """
 
 from __future__ import annotations
@@ -35,35 +36,61 @@ def masked_mean(x, mask, axis: int = 1):
   return jnp.sum(x * m, axis=axis) / jnp.maximum(jnp.sum(m, axis=axis), 1.0)
 
 
+class _DenseParams(nn.Module):
+  """A Dense layer's ``kernel``/``bias`` (same names and init as ``nn.Dense``),
+  returned instead of applied, so a fused kernel can use them."""
+  features: int
+
+  @nn.compact
+  def __call__(self, in_dim: int):
+    k = self.param("kernel", nn.initializers.lecun_normal(), (in_dim, self.features))
+    b = self.param("bias", nn.initializers.zeros, (self.features,))
+    return k, b
+
+
 class Recurrent(nn.Module):
-  """One LSTM or GRU layer over ``[B, T, D]`` with a hoisted input projection."""
+  """One LSTM or GRU layer with the input projection outside the recurrence.
+
+  Parameters: ``input/{kernel,bias}`` (``[D, G*H]``, G = 4 LSTM gates i, f,
+  g, o or 3 GRU gates r, z, n), ``recurrent`` (``[H, G*H]``) and, for the
+  GRU, ``recurrent_bias``.  Input ``[B, T, D]`` and mask ``[B, T]``, or
+  time-major ``[T, B, D]`` and ``[T, B, 1]`` with ``time_major=True`` (what
+  :class:`Encoder` uses: one transpose for the whole stack).  The LSTM runs
+  :func:`rnn_kernels.lstm_layer` (projection and recurrence under one
+  hand-written backward pass; see PERF_NOTES.md).
+  """
   hidden: int
   cell: str = "lstm"
   unroll: int = 1
+  time_major: bool = False
 
   @nn.compact
   def __call__(self, x, mask):
     h = self.hidden
     gates = 4 if self.cell == "lstm" else 3
-    # All time steps' input projections in one matmul: [B, T, gates*H].
-    xw = nn.Dense(gates * h, name="input")(x)
     init = nn.initializers.orthogonal()
     u = self.param("recurrent", lambda k, s: jnp.concatenate(
         [init(kk, (h, h)) for kk in jax.random.split(k, gates)], axis=1),
         (h, gates * h))
-    if self.cell == "gru":
-      bu = self.param("recurrent_bias", nn.initializers.zeros, (gates * h,))
-    xw_t = jnp.swapaxes(xw, 0, 1)
-    mask_t = jnp.swapaxes(mask, 0, 1)[..., None].astype(xw.dtype)
+    if not self.time_major:
+      x = jnp.swapaxes(x, 0, 1)
+      mask = jnp.swapaxes(mask, 0, 1)[..., None]
+    mask = mask.astype(x.dtype)
     if self.cell == "lstm":
-      ys = rnn_kernels.lstm_scan(xw_t, u, mask_t, self.unroll)
+      kernel, bias = _DenseParams(gates * h, name="input")(x.shape[-1])
+      ys = rnn_kernels.lstm_layer(x, kernel, bias, u, mask, self.unroll)
     else:
-      ys = rnn_kernels.gru_scan(xw_t, u, bu, mask_t, self.unroll)
-    return jnp.swapaxes(ys, 0, 1)
+      bu = self.param("recurrent_bias", nn.initializers.zeros, (gates * h,))
+      xw = nn.Dense(gates * h, name="input")(x)
+      ys = rnn_kernels.gru_scan(xw, u, bu, mask, self.unroll)
+    return ys if self.time_major else jnp.swapaxes(ys, 0, 1)
 
 
 class Encoder(nn.Module):
-  """Dense -> LayerNorm -> RNN layers (with dropout between), ``[B,T,D]->[B,T,H]``."""
+  """Dense -> LayerNorm -> RNN layers (with dropout between), ``[B,T,D]->[B,T,H]``.
+
+  The recurrent stack runs time-major (one transpose in, one out).
+  """
   proj_dim: int
   hidden: int
   num_layers: int
@@ -75,11 +102,13 @@ class Encoder(nn.Module):
   def __call__(self, x, mask, *, train: bool = False):
     x = nn.Dense(self.proj_dim, name="proj")(x)
     x = nn.LayerNorm(name="norm")(x)
+    x = jnp.swapaxes(x, 0, 1)
+    m = jnp.swapaxes(mask, 0, 1)[..., None]
     for i in range(self.num_layers):
-      x = Recurrent(self.hidden, self.cell, self.unroll, name=f"rnn_{i}")(x, mask)
+      x = Recurrent(self.hidden, self.cell, self.unroll, time_major=True, name=f"rnn_{i}")(x, m)
       if self.dropout > 0:
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    return x
+    return jnp.swapaxes(x, 0, 1)
 
 
 class Pool(nn.Module):

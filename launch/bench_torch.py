@@ -8,7 +8,7 @@ same optimiser (clip the global gradient norm, then Adam).
 
 ``load_flax_params`` copies a Flax parameter tree into the torch model so
 that both compute the same loss on the same inputs (the benchmark checks
-this at step 0).  Mapping of one LSTM layer:
+this at step 0 and after one optimiser step).  Mapping of one LSTM layer:
 
   flax ``rnn_i/input`` kernel ``[P, 4H]`` (gates i, f, g, o), bias ``[4H]``
     -> torch ``weight_ih_l{i} = kernel.T``,
@@ -151,7 +151,7 @@ def l2_normalize(x, eps: float = 1e-12):
 def bin_labels(values, edges):
   k = edges.shape[1] + 1
   b = (values[..., :, None] >= edges).sum(-1)
-  scale = torch.tensor([k ** d for d in range(edges.shape[0])], dtype=b.dtype)
+  scale = torch.tensor([k ** d for d in range(edges.shape[0])], dtype=b.dtype, device=b.device)
   return (b * scale).sum(-1)
 
 

@@ -6,9 +6,12 @@ For every setting and shape it builds the project's real model and train step
 one), an equivalent PyTorch model (``bench_torch.py``: same layer sizes, same
 losses, same optimiser), checks that both give the same loss on identical
 weights and inputs (step 0, and step 1 after one optimiser update), then
-times both in the same process, interleaved, after warm-up: the median of
-``--rounds * --steps_per_round`` (>= 20) steps, each ended by
+times both in the same run, taking turns round by round after warm-up: the
+median of ``--rounds * --steps_per_round`` (>= 20) steps, each ended by
 ``block_until_ready`` (JAX) or a finished backward/optimiser call (PyTorch).
+PyTorch runs in a child process of its own by default (``TorchProcess``:
+sharing one heap with JAX changed PyTorch's speed by up to 2x either way),
+with the same malloc settings (``configure_malloc``, on by default).
 It also times forward-only evaluation of whole recordings (``--eval_len``
 frames, ``--eval_batches``) of the target branch.
 
@@ -21,12 +24,14 @@ Runs on this CPU machine (default) and on a GPU (``launch/gpu_check.sh``)::
 
 ``--variants``: comma-separated ``MODE:RNN`` JAX variants, each timed in the
 same interleaved rounds as PyTorch.  MODE: ``pmap`` (``parallel.pmap_train_step``
-over ``--devices`` devices, the global batch split between them) or ``jit``
-(one device).  RNN: ``custom`` (``rnn_kernels.lstm_scan``, the hand-written
-backward pass), ``reference`` (``rnn_kernels.lstm_scan_reference``, autodiff),
+over ``--devices`` devices, the global batch split between them), ``shmap``
+(the same step under ``jit(shard_map)``) or ``jit`` (one device).  RNN:
+``custom`` (``rnn_kernels.lstm_scan``, the hand-written backward pass),
+``reference`` (``rnn_kernels.lstm_scan_reference``, autodiff),
 ``flax_cell`` (``nn.RNN(nn.OptimizedLSTMCell)``, no hoisted input
-projection: the straightforward Flax baseline), ``cudnn``
-(``jax.experimental.rnn.lstm``, GPU only).
+projection: the straightforward Flax baseline), ``layer`` (the proposed
+time-major ``models.Encoder`` calling ``rnn_kernels.lstm_layer``, same
+parameters), ``cudnn`` (``jax.experimental.rnn.lstm``, GPU only).
 
 CPU devices: on the CPU platform ``--devices`` (default: the number of cores
 this process may use) sets ``--xla_force_host_platform_device_count`` in
@@ -36,12 +41,13 @@ On a GPU the real device count is used.
 
 Output: one table on stdout and the same rows as JSON (``--json_out``).
 Columns: frames/s (B*T / median step seconds) of each framework and their
-ratio, JAX compile seconds (first call minus a step), peak RSS of the process
-so far, cores used (process CPU seconds / wall seconds while that framework
+ratio, JAX compile seconds (first call minus a step), peak RSS of the JAX
+process so far (PyTorch's in the JSON), recompiles after the first call,
+cores used (process CPU seconds / wall seconds while that framework
 ran), and the share of the measured matmul peak (``--peak_size`` square
 matmul) that the step's matmul FLOPs reach (training counted as 3x the
-forward matmul FLOPs).  The input-pipeline comparison is a hook,
-:func:`pipeline_rows`, empty until the pipeline lands.
+forward matmul FLOPs).  :func:`pipeline_rows` times the project's
+grain input pipeline at the same shapes.
 """
 
 from __future__ import annotations
@@ -75,28 +81,43 @@ _SHAPES = flags.DEFINE_list(
 _VARIANTS = flags.DEFINE_list(
     "variants", ["pmap:custom"],
     "JAX variants MODE:RNN, MODE in {pmap, jit}, RNN in {custom, reference, "
-    "flax_cell, cudnn}; the first is the default the table's ratio refers to.")
+    "flax_cell, layer, cudnn}.")
 _DEVICES = flags.DEFINE_integer(
     "devices", 0, "CPU: number of host devices to create (0 = number of usable "
     "cores). Ignored on GPU (the real devices are used).")
 _XLA_FLAGS = flags.DEFINE_string("xla_flags", "", "Extra XLA_FLAGS (set before JAX import).")
+_MALLOC = flags.DEFINE_bool(
+    "malloc_tuning", True, "glibc malloc: one arena, no mmap, no trimming (see "
+    "configure_malloc); applies to both frameworks (one process).")
 _ROUNDS = flags.DEFINE_integer("rounds", 6, "Interleaved timing rounds.")
-_STEPS_PER_ROUND = flags.DEFINE_integer("steps_per_round", 4, "Timed steps per framework per round.")
+_STEPS_PER_ROUND = flags.DEFINE_integer("steps_per_round", 4,
+                                        "Timed steps per framework per round.")
 _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps per framework after the first call.")
 _TORCH = flags.DEFINE_bool("torch", True, "Benchmark PyTorch too (needs the `bench` extra).")
 _TORCH_DEVICE = flags.DEFINE_string("torch_device", "auto", "cpu, cuda or auto.")
-_TORCH_THREADS = flags.DEFINE_integer("torch_threads", 0, "torch.set_num_threads (0 = usable cores).")
-_EVAL_BATCHES = flags.DEFINE_list("eval_batches", ["1", "9"], "Evaluation batch sizes (recordings).")
+_TORCH_PROCESS = flags.DEFINE_enum(
+    "torch_process", "separate", ["separate", "same"],
+    "Run PyTorch in a child process of its own (default; see TorchProcess) or "
+    "in this process. Either way the two frameworks take turns.")
+_TORCH_THREADS = flags.DEFINE_integer("torch_threads", 0,
+                                      "torch.set_num_threads (0 = usable cores).")
+_EVAL_BATCHES = flags.DEFINE_list("eval_batches", ["1", "9"],
+                                  "Evaluation batch sizes (recordings).")
 _EVAL_LEN = flags.DEFINE_integer("eval_len", 7501, "Frames per evaluated recording.")
 _EVAL_REPEATS = flags.DEFINE_integer("eval_repeats", 10, "Timed evaluation calls per framework.")
-_EVAL_MODE = flags.DEFINE_enum("eval_mode", "auto", ["auto", "jit", "pmap"],
-                               "JAX evaluation: pmap over the devices (batch "
-                               "padded to a multiple of them), one-device jit, "
-                               "or auto = pmap when B >= devices.")
+_EVAL_MODE = flags.DEFINE_enum("eval_mode", "jit", ["auto", "jit", "pmap"],
+                               "JAX evaluation: one-device jit (measured faster "
+                               "on 2 CPU cores, B=9), pmap over the devices "
+                               "(batch padded to a multiple of them), or auto = "
+                               "pmap when B >= devices.")
 _EQUIV_RTOL = flags.DEFINE_float("equiv_rtol", 1e-4, "Tolerance of the step-0/1 loss check.")
 _PEAK_SIZE = flags.DEFINE_integer("peak_size", 2048, "Square matmul size of the peak measurement.")
-_JSON_OUT = flags.DEFINE_string("json_out", "runs/benchmark.json", "Where the JSON table goes ('' = none).")
+_JSON_OUT = flags.DEFINE_string("json_out", "runs/benchmark.json",
+                                "Where the JSON table goes ('' = none).")
 _SEED = flags.DEFINE_integer("seed", 0, "Data and init seed.")
+
+
+from emobed_jax.hostenv import configure_malloc  # noqa: E402  (shared with train.py)
 
 
 def usable_cores() -> int:
@@ -122,14 +143,33 @@ def configure_xla(devices: int, extra: str = "") -> int:
   return n
 
 
-def pipeline_rows() -> list[dict[str, Any]]:
-  """Input pipeline frames/s versus the step's consumption.
+def pipeline_rows(batch: int = 32, window: int = 300, hop: int = 50,
+                  steps: int = 60) -> list[dict[str, Any]]:
+  """Input pipeline frames/s: the project's grain pipeline on RECOLA shapes.
 
-  Hook for the data pipeline (not there yet): return one dict per pipeline
-  configuration with at least ``name``, ``B``, ``T``, ``frames_per_s``.
-  Empty for now; the table says so.
+  Nine synthetic 7501-frame recordings (audio 88 + video 168 features, two
+  labels) are windowed by ``input_pipeline.WindowSource`` and batched by
+  ``train_batches`` exactly as ``train_and_evaluate`` reads them (random
+  access by step, then ``shard_batch``); frames/s = B * T * steps / seconds.
   """
-  return []
+  import time
+
+  import numpy as np
+  from emobed_jax import input_pipeline, parallel
+  rs = np.random.RandomState(0)
+  recs = [input_pipeline.Recording(f"train_{i}", rs.randn(7501, 88).astype(np.float32),
+                                   rs.randn(7501, 168).astype(np.float32),
+                                   rs.randn(7501, 2).astype(np.float32)) for i in range(9)]
+  source = input_pipeline.WindowSource(recs, window, hop)
+  ds = input_pipeline.train_batches(source, batch, seed=0, num_epochs=10)
+  n = min(steps, len(ds))
+  ds[0]
+  start = time.perf_counter()
+  for s in range(1, n):
+    parallel.shard_batch(ds[s], 1)
+  sec = time.perf_counter() - start
+  return [dict(name="grain windows (train_batches)", B=batch, T=window,
+               frames_per_s=batch * window * (n - 1) / sec)]
 
 
 # ---------------------------------------------------------------------------
@@ -160,11 +200,13 @@ def rnn_variant(rnn: str):
 
   ``custom``: as shipped.  ``reference``: autodiff ``lstm_scan_reference``.
   ``flax_cell``: ``models.Recurrent`` replaced by ``nn.RNN(OptimizedLSTMCell)``
-  (other parameter tree).  ``cudnn``: ``models.Recurrent`` replaced by
-  ``jax.experimental.rnn.lstm`` with the same parameter tree.
+  (other parameter tree).  ``layer``: ``models.Encoder`` replaced by the
+  proposed time-major encoder (same parameters).  ``cudnn``:
+  ``models.Recurrent`` replaced by ``jax.experimental.rnn.lstm`` with the
+  same parameter tree (GPU only).
   """
   from emobed_jax import models, rnn_kernels
-  saved = (rnn_kernels.lstm_scan, models.Recurrent)
+  saved = (rnn_kernels.lstm_scan, models.Recurrent, models.Encoder)
   try:
     if rnn == "reference":
       rnn_kernels.lstm_scan = rnn_kernels.lstm_scan_reference
@@ -172,11 +214,77 @@ def rnn_variant(rnn: str):
       models.Recurrent = _flax_cell_recurrent()
     elif rnn == "cudnn":
       models.Recurrent = _cudnn_recurrent()
+    elif rnn == "layer":
+      models.Encoder = _time_major_encoder()
     elif rnn != "custom":
       raise ValueError(f"--variants: unknown RNN {rnn!r}")
     yield
   finally:
-    rnn_kernels.lstm_scan, models.Recurrent = saved
+    rnn_kernels.lstm_scan, models.Recurrent, models.Encoder = saved
+
+
+def _dense_params_module():
+  """A submodule holding a Dense layer's ``kernel``/``bias`` without applying
+  it (so a replacement keeps the ``<name>/kernel`` parameter path and init)."""
+  import flax.linen as nn
+
+  class DenseParams(nn.Module):
+    features: int
+
+    @nn.compact
+    def __call__(self, in_dim):
+      k = self.param("kernel", nn.initializers.lecun_normal(), (in_dim, self.features))
+      b = self.param("bias", nn.initializers.zeros, (self.features,))
+      return k, b
+
+  return DenseParams
+
+
+def _time_major_encoder():
+  """``models.Encoder`` run time-major with ``rnn_kernels.lstm_layer``.
+
+  The proposed change to models.py, measured here: same parameter tree and
+  values (``proj``, ``norm``, ``rnn_i/input/{kernel,bias}``,
+  ``rnn_i/recurrent``), one transpose in after the LayerNorm and one out
+  after the last layer instead of two per layer, and each layer's input
+  projection inside the layer's custom VJP.
+  """
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+  from emobed_jax import models, rnn_kernels
+  dense_params = _dense_params_module()
+
+  class TimeMajorLSTM(nn.Module):
+    hidden: int
+    unroll: int = 1
+
+    @nn.compact
+    def __call__(self, x, m):
+      h = self.hidden
+      kernel, bias = dense_params(4 * h, name="input")(x.shape[-1])
+      init = nn.initializers.orthogonal()
+      u = self.param("recurrent", lambda k, s: jnp.concatenate(  # as models.Recurrent
+          [init(kk, (h, h)) for kk in jax.random.split(k, 4)], axis=1), (h, 4 * h))
+      return rnn_kernels.lstm_layer(x, kernel, bias, u, m, self.unroll)
+
+  class TimeMajorEncoder(models.Encoder):
+
+    @nn.compact
+    def __call__(self, x, mask, *, train: bool = False):
+      if self.cell != "lstm":
+        raise ValueError("the time-major encoder variant is LSTM only")
+      x = nn.Dense(self.proj_dim, name="proj")(x)
+      x = nn.LayerNorm(name="norm")(x)
+      x = jnp.swapaxes(x, 0, 1)
+      m = jnp.swapaxes(mask, 0, 1)[..., None].astype(x.dtype)
+      for i in range(self.num_layers):
+        x = TimeMajorLSTM(self.hidden, self.unroll, name=f"rnn_{i}")(x, m)
+        if self.dropout > 0:
+          x = nn.Dropout(self.dropout, deterministic=not train)(x)
+      return jnp.swapaxes(x, 0, 1)
+
+  return TimeMajorEncoder
 
 
 def _flax_cell_recurrent():
@@ -197,20 +305,24 @@ def _flax_cell_recurrent():
   return FlaxCellRecurrent
 
 
+def cudnn_weights(kernel, bias, u):
+  """models.Recurrent's parameters as one cuDNN LSTM layer's flat weights
+  (``jax.experimental.rnn`` layout: W_ih [4H, P], W_hh [4H, H], b_ih, b_hh;
+  gates i, f, g, o; the +1 forget bias goes into b_ih)."""
+  import jax.numpy as jnp
+  h = u.shape[0]
+  b_ih = bias + jnp.concatenate([jnp.zeros(h), jnp.ones(h), jnp.zeros(2 * h)]).astype(bias.dtype)
+  return jnp.concatenate([kernel.T.reshape(-1), u.T.reshape(-1), b_ih,
+                          jnp.zeros(4 * h, bias.dtype)])
+
+
 def _cudnn_recurrent():
   import flax.linen as nn
   import jax
   import jax.numpy as jnp
   from jax.experimental import rnn as jrnn
 
-  class _DenseParams(nn.Module):
-    features: int
-
-    @nn.compact
-    def __call__(self, in_dim):
-      k = self.param("kernel", nn.initializers.lecun_normal(), (in_dim, self.features))
-      b = self.param("bias", nn.initializers.zeros, (self.features,))
-      return k, b
+  _DenseParams = _dense_params_module()
 
   class CudnnRecurrent(nn.Module):
     """Same parameters as models.Recurrent, run by cuDNN (GPU only).
@@ -228,9 +340,7 @@ def _cudnn_recurrent():
       init = nn.initializers.orthogonal()
       u = self.param("recurrent", lambda k, s: jnp.concatenate(  # as models.Recurrent
           [init(kk, (h, h)) for kk in jax.random.split(k, 4)], axis=1), (h, 4 * h))
-      b_ih = bias + jnp.concatenate([jnp.zeros(h), jnp.ones(h), jnp.zeros(2 * h)])
-      w = jnp.concatenate([kernel.T.reshape(-1), u.T.reshape(-1), b_ih,
-                           jnp.zeros(4 * h, x.dtype)])
+      w = cudnn_weights(kernel, bias, u)
       b = x.shape[0]
       z = jnp.zeros((1, b, h), x.dtype)
       lengths = mask.sum(axis=1).astype(jnp.int32)
@@ -257,12 +367,12 @@ class JaxVariant:
     self.params0 = jax.device_get(state.params)
     self.edges = losses.fit_bin_edges(batch["labels"], self.cfg.loss.num_bins)
     self.devices = list(devices or jax.local_devices())
-    n = len(self.devices) if mode == "pmap" else 1
+    n = len(self.devices) if mode in ("pmap", "shmap") else 1
     if batch["target"].shape[0] % n:
       raise ValueError(f"batch {batch['target'].shape[0]} not divisible by {n} devices")
     self.n = n
     fn = train.bound_train_step(self.model, self.cfg, self.edges,
-                                axis_name=parallel.AXIS if mode == "pmap" else None)
+                                axis_name=parallel.AXIS if mode in ("pmap", "shmap") else None)
 
     def counted(*args):
       self.traces += 1  # runs once per trace, not per call
@@ -277,6 +387,18 @@ class JaxVariant:
       sharding = NamedSharding(parallel.local_mesh(self.devices), PartitionSpec(parallel.AXIS))
       self.batch = {k: jax.device_put(v, sharding)
                     for k, v in parallel.shard_batch(batch, n).items()}
+    elif mode == "shmap":
+      # The same body under jit(shard_map) (C++ dispatch) instead of pmap:
+      # the batch is one global array split on its leading axis.
+      from jax.sharding import NamedSharding, PartitionSpec
+      mesh = parallel.local_mesh(self.devices)
+      spec = PartitionSpec(parallel.AXIS)
+      self.step_fn = jax.jit(
+          jax.shard_map(counted, mesh=mesh, in_specs=(PartitionSpec(), spec, PartitionSpec()),
+                        out_specs=(PartitionSpec(), PartitionSpec()), check_vma=False),
+          donate_argnums=(0,))
+      self.state = parallel.replicate(state, self.devices)
+      self.batch = {k: jax.device_put(v, NamedSharding(mesh, spec)) for k, v in batch.items()}
     elif mode == "jit":
       self.step_fn = jax.jit(counted, donate_argnums=(0,))
       dev = self.devices[0]
@@ -319,6 +441,132 @@ class TorchRunner:
     return loss
 
 
+def resolve_torch_device(device: str, platform: str) -> str:
+  import torch
+  if device == "auto":
+    return "cuda" if platform == "gpu" and torch.cuda.is_available() else "cpu"
+  return device
+
+
+def make_torch_backend(where: str, device: str, platform: str, malloc: bool, threads: int):
+  """PyTorch for the benchmark: ``separate`` process (default) or ``same``."""
+  if where == "separate":
+    return TorchProcess(malloc, threads, device, platform)
+  import torch
+  torch.set_num_threads(threads)
+  return TorchLocal(resolve_torch_device(device, platform))
+
+
+class TorchLocal:
+  """PyTorch in this process (``--torch_process=same``)."""
+
+  def __init__(self, device: str):
+    import torch
+    self.device = device
+    self.version = torch.__version__
+    self.fn: Callable[[], Any] | None = None
+
+  def train(self, setting: str, batch, edges, params) -> list[float]:
+    """Build the step from ``params``; return the losses of its first two steps."""
+    tr = TorchRunner(setting, batch, edges, params=params, device=self.device)
+    self.fn = tr.step
+    return [scalar(tr.step()), scalar(tr.step())]
+
+  def eval(self, x, params):
+    """Build the target branch from ``params``; return its predictions for ``x``."""
+    import torch
+    import bench_torch
+    tm = bench_torch.TorchEmoBed("mono").to(self.device).eval()
+    bench_torch.load_flax_params(tm, params)
+    xt = torch.as_tensor(x).to(self.device)
+    device = self.device
+
+    def run():
+      with torch.inference_mode():
+        y = tm.predict(xt)
+      if device.startswith("cuda"):
+        torch.cuda.synchronize()
+      return y
+
+    self.fn = run
+    return run().cpu().numpy()
+
+  def timed(self, n: int) -> tuple[list[float], float]:
+    t = Timer()
+    t.run(self.fn, n)
+    return t.times, t.cpu
+
+  def peak_rss_mb(self) -> float:
+    return peak_rss_mb()
+
+  def close(self):
+    pass
+
+
+def _torch_server(conn, malloc: bool, threads: int, device: str, platform: str) -> None:
+  """Child process loop of :class:`TorchProcess`."""
+  configure_malloc(malloc)
+  import torch
+  torch.set_num_threads(threads)
+  local = TorchLocal(resolve_torch_device(device, platform))
+  while True:
+    cmd, args = conn.recv()
+    try:
+      if cmd == "quit":
+        conn.send(("ok", None))
+        return
+      out = (local.version, local.device) if cmd == "ping" else getattr(local, cmd)(*args)
+      conn.send(("ok", out))
+    except Exception as e:  # noqa: BLE001  (reported to the parent)
+      conn.send(("error", f"{type(e).__name__}: {e}"))
+
+
+class TorchProcess:
+  """PyTorch in a process of its own (``--torch_process=separate``, default).
+
+  Same interface as :class:`TorchLocal`; the child times its own steps.
+  Measured: PyTorch's CPU step in a process that has also run JAX is up to
+  ~35% slower than alone (and with default malloc ~20% faster): the two
+  frameworks' allocations share one heap.  A child of its own, with the
+  same malloc settings, keeps each framework's memory to itself while the
+  runs stay interleaved (only one of the two computes at a time).
+  """
+
+  def __init__(self, malloc: bool, threads: int, device: str = "cpu", platform: str = "cpu"):
+    import multiprocessing
+    ctx = multiprocessing.get_context("spawn")
+    self.conn, child = ctx.Pipe()
+    self.proc = ctx.Process(target=_torch_server,
+                            args=(child, malloc, threads, device, platform), daemon=True)
+    self.proc.start()
+    self.version, self.device = self._call("ping")
+
+  def _call(self, cmd: str, *args):
+    self.conn.send((cmd, args))
+    status, out = self.conn.recv()
+    if status != "ok":
+      raise RuntimeError(f"torch process: {cmd}: {out}")
+    return out
+
+  def train(self, setting, batch, edges, params):
+    return self._call("train", setting, batch, edges, params)
+
+  def eval(self, x, params):
+    return self._call("eval", x, params)
+
+  def timed(self, n):
+    return self._call("timed", n)
+
+  def peak_rss_mb(self):
+    return self._call("peak_rss_mb")
+
+  def close(self):
+    try:
+      self._call("quit")
+    finally:
+      self.proc.join(timeout=10)
+
+
 # ---------------------------------------------------------------------------
 # Timing.
 
@@ -339,7 +587,14 @@ class Timer:
     self.times: list[float] = []
     self.cpu = 0.0
 
-  def run(self, fn: Callable[[], Any], n: int) -> None:
+  def run(self, fn, n: int) -> None:
+    """Time ``n`` calls of ``fn``, or let ``fn.timed(n)`` (another process)
+    time them."""
+    if hasattr(fn, "timed"):
+      times, cpu = fn.timed(n)
+      self.times += times
+      self.cpu += cpu
+      return
     c0 = _cpu_seconds()
     for _ in range(n):
       t0 = time.perf_counter()
@@ -356,12 +611,12 @@ class Timer:
     return self.cpu / max(sum(self.times), 1e-9)
 
 
-def interleaved(runners: dict[str, Callable[[], Any]], rounds: int, per_round: int,
+def interleaved(runners: dict[str, Any], rounds: int, per_round: int,
                 warmup: int) -> dict[str, Timer]:
   """Warm every runner up, then time them in alternating order, round by round."""
   for fn in runners.values():
-    for _ in range(warmup):
-      fn()
+    if warmup:
+      Timer().run(fn, warmup)
   timers = {k: Timer() for k in runners}
   names = list(runners)
   for r in range(rounds):
@@ -426,8 +681,10 @@ def scalar(x) -> float:
   return float(np.asarray(x).reshape(-1)[0])
 
 
-def train_rows(setting: str, b: int, t: int, variants: list[str], use_torch: bool,
-               torch_device: str, args) -> list[dict[str, Any]]:
+def train_rows(setting: str, b: int, t: int, variants: list[str], torch_backend,
+               args) -> list[dict[str, Any]]:
+  """One row per JAX variant; ``torch_backend``: a :class:`TorchProcess`,
+  :class:`TorchLocal` or None (JAX only)."""
   import bench_torch
   batch = synthetic_batch(b, t, setting, seed=args["seed"])
   jvs, first_losses, compile_s = [], {}, {}
@@ -436,13 +693,12 @@ def train_rows(setting: str, b: int, t: int, variants: list[str], use_torch: boo
     jv = JaxVariant(setting, batch, mode, rnn, seed=args["seed"])
     first_losses[jv.name], compile_s[jv.name] = first_two_steps(jv)
     jvs.append(jv)
-  runners: dict[str, Callable[[], Any]] = {jv.name: jv.step for jv in jvs}
-  tr, torch_losses = None, None
-  if use_torch:
+  runners: dict[str, Any] = {jv.name: jv.step for jv in jvs}
+  tr, torch_losses = torch_backend, None
+  if tr is not None:
     ref = next((jv for jv in jvs if jv.rnn != "flax_cell"), jvs[0])
-    tr = TorchRunner(setting, batch, ref.edges, params=ref.params0, device=torch_device)
-    torch_losses, _ = first_two_steps(tr)
-    runners["torch"] = tr.step
+    torch_losses = tr.train(setting, batch, ref.edges, ref.params0)
+    runners["torch"] = tr
   equiv = {jv.name: check_losses(f"{setting} B={b} T={t} {jv.name}", first_losses[jv.name],
                                  torch_losses, args["equiv_rtol"])
            for jv in jvs if tr is not None and jv.rnn != "flax_cell"}
@@ -461,84 +717,88 @@ def train_rows(setting: str, b: int, t: int, variants: list[str], use_torch: boo
       row.update(fps_torch=b * t / tt.median, step_ms_torch=1e3 * tt.median,
                  ratio=tt.median / tj.median, cores_torch=tt.cores,
                  pct_peak_torch=100.0 * flops * b * t / tt.median / 1e9 / args["peak"],
-                 **equiv.get(jv.name, {}))
+                 peak_rss_mb_torch=tr.peak_rss_mb(), **equiv.get(jv.name, {}))
     row["peak_rss_mb"] = peak_rss_mb()
     rows.append(row)
   return rows
 
 
-def eval_rows(b: int, t: int, use_torch: bool, torch_device: str, args) -> list[dict[str, Any]]:
-  """Forward-only evaluation of whole recordings (target branch)."""
+def eval_rows(b: int, t: int, variants: list[str], torch_backend,
+              args) -> list[dict[str, Any]]:
+  """Forward-only evaluation of whole recordings (target branch), one row per
+  JAX variant (its RNN; the mode is ``--eval_mode``), timed interleaved with
+  PyTorch."""
   import jax
   import numpy as np
   import bench_torch
   from emobed_jax import parallel, train
-  cfg = core_config("mono")
-  model, state = train.create_train_state(cfg, jax.random.PRNGKey(args["seed"]))
-  params = jax.device_get(state.params)
   batch = synthetic_batch(b, t, "mono", seed=args["seed"] + 7)
   x, mask = batch["target"], batch["mask"]
   devices = jax.local_devices()
   mode = args["eval_mode"]
   if mode == "auto":
     mode = "pmap" if len(devices) > 1 and b >= len(devices) else "jit"
-  eval_fn = lambda p, xx, mm: train.eval_step(p, xx, mm, model=model)  # noqa: E731
-  if mode == "pmap":
-    n = len(devices)
-    pad = -b % n
-    xp = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)]) if pad else x
-    mp = np.concatenate([mask, np.zeros((pad,) + mask.shape[1:], mask.dtype)]) if pad else mask
-    fn = parallel.pmap_eval_step(eval_fn, devices=devices)
-    from jax.sharding import NamedSharding, PartitionSpec
-    sh = NamedSharding(parallel.local_mesh(devices), PartitionSpec(parallel.AXIS))
-    p_dev = parallel.replicate(params, devices)
-    xs = jax.device_put(parallel.shard_batch({"x": xp}, n)["x"], sh)
-    ms = jax.device_put(parallel.shard_batch({"m": mp}, n)["m"], sh)
-    run_jax = lambda: jax.block_until_ready(fn(p_dev, xs, ms))  # noqa: E731
-    unshard = lambda y: np.asarray(y).reshape((-1,) + y.shape[2:])[:b]  # noqa: E731
-  else:
-    fn = jax.jit(eval_fn)
-    dev = devices[0]
-    p_dev, xs, ms = jax.device_put((params, x, mask), dev)
-    run_jax = lambda: jax.block_until_ready(fn(p_dev, xs, ms))  # noqa: E731
-    unshard = np.asarray
-  t0 = time.perf_counter()
-  y_jax = unshard(run_jax())
-  first = time.perf_counter() - t0
-  runners = {"jax": run_jax}
-  row: dict[str, Any] = dict(kind="eval", setting="target branch", B=b, T=t,
-                             variant=f"{mode}:custom", devices=len(devices) if mode == "pmap" else 1)
-  tr = None
-  if use_torch:
-    import torch
-    tm = bench_torch.TorchEmoBed("mono").to(torch_device).eval()
-    bench_torch.load_flax_params(tm, params)
-    xt = torch.as_tensor(x).to(torch_device)
+  n = len(devices) if mode == "pmap" else 1
+  runners: dict[str, Any] = {}
+  outputs, firsts, params = {}, {}, None
+  for rnn in dict.fromkeys(v.split(":")[1] for v in variants):
+    if rnn == "flax_cell":
+      continue
+    cfg = core_config("mono")
+    with rnn_variant(rnn):
+      model, state = train.create_train_state(cfg, jax.random.PRNGKey(args["seed"]))
+    params = jax.device_get(state.params)
 
-    def run_torch():
-      with torch.inference_mode():
-        y = tm.predict(xt)
-      if torch_device.startswith("cuda"):
-        torch.cuda.synchronize()
-      return y
+    def eval_fn(p, xx, mm, model=model, rnn=rnn):
+      with rnn_variant(rnn):
+        return train.eval_step(p, xx, mm, model=model)
 
-    y_t = run_torch().cpu().numpy()
-    row["max_abs_diff"] = float(np.max(np.abs(y_t - y_jax)))
-    runners["torch"] = run_torch
+    if mode == "pmap":
+      from jax.sharding import NamedSharding, PartitionSpec
+      pad = -b % n
+      xp = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)]) if pad else x
+      mp = np.concatenate([mask, np.zeros((pad,) + mask.shape[1:], mask.dtype)]) if pad else mask
+      fn = parallel.pmap_eval_step(eval_fn, devices=devices)
+      sh = NamedSharding(parallel.local_mesh(devices), PartitionSpec(parallel.AXIS))
+      p_dev = parallel.replicate(params, devices)
+      xs = jax.device_put(parallel.shard_batch({"x": xp}, n)["x"], sh)
+      ms = jax.device_put(parallel.shard_batch({"m": mp}, n)["m"], sh)
+      unshard = lambda y: np.asarray(y).reshape((-1,) + y.shape[2:])[:b]  # noqa: E731
+    else:
+      fn = jax.jit(eval_fn)
+      p_dev, xs, ms = jax.device_put((params, x, mask), devices[0])
+      unshard = np.asarray
+    run = (lambda fn=fn, p_dev=p_dev, xs=xs, ms=ms:
+           jax.block_until_ready(fn(p_dev, xs, ms)))
+    t0 = time.perf_counter()
+    outputs[rnn] = unshard(run())
+    firsts[rnn] = time.perf_counter() - t0
+    runners[rnn] = run
+  diffs = {}
+  if torch_backend is not None:
+    y_t = torch_backend.eval(x, params)
+    diffs = {k: float(np.max(np.abs(y_t - y))) for k, y in outputs.items()}
+    runners["torch"] = torch_backend
   timers = interleaved(runners, 2, max(args["eval_repeats"] // 2, 1), 1)
-  tj = timers["jax"]
-  row.update(fps_jax=b * t / tj.median, step_ms_jax=1e3 * tj.median,
-             compile_s=max(first - tj.median, 0.0), cores_jax=tj.cores,
-             steps_timed=len(tj.times))
   flops = bench_torch.matmul_flops_per_frame("mono")
-  row["pct_peak_jax"] = 100.0 * flops * b * t / tj.median / 1e9 / args["peak"]
-  if "torch" in timers:
-    tt = timers["torch"]
-    row.update(fps_torch=b * t / tt.median, step_ms_torch=1e3 * tt.median,
-               ratio=tt.median / tj.median, cores_torch=tt.cores,
-               pct_peak_torch=100.0 * flops * b * t / tt.median / 1e9 / args["peak"])
-  row["peak_rss_mb"] = peak_rss_mb()
-  return [row]
+  rows = []
+  for rnn in outputs:
+    tj = timers[rnn]
+    row: dict[str, Any] = dict(
+        kind="eval", setting="target branch", B=b, T=t, variant=f"{mode}:{rnn}", devices=n,
+        fps_jax=b * t / tj.median, step_ms_jax=1e3 * tj.median,
+        compile_s=max(firsts[rnn] - tj.median, 0.0), cores_jax=tj.cores,
+        steps_timed=len(tj.times),
+        pct_peak_jax=100.0 * flops * b * t / tj.median / 1e9 / args["peak"])
+    if "torch" in timers:
+      tt = timers["torch"]
+      row.update(fps_torch=b * t / tt.median, step_ms_torch=1e3 * tt.median,
+                 ratio=tt.median / tj.median, cores_torch=tt.cores,
+                 pct_peak_torch=100.0 * flops * b * t / tt.median / 1e9 / args["peak"],
+                 max_abs_diff=diffs[rnn], peak_rss_mb_torch=torch_backend.peak_rss_mb())
+    row["peak_rss_mb"] = peak_rss_mb()
+    rows.append(row)
+  return rows
 
 
 # ---------------------------------------------------------------------------
@@ -570,28 +830,26 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 def main(argv):
   del argv
+  malloc = configure_malloc(_MALLOC.value)
   configure_xla(_DEVICES.value, _XLA_FLAGS.value)
   import jax  # noqa: F401  (after XLA_FLAGS)
 
   platform = jax.default_backend()
-  use_torch = _TORCH.value
-  torch_device = "cpu"
   versions = {"jax": jax.__version__}
-  if use_torch:
-    try:
-      import torch
-    except ImportError:
+  torch_backend, torch_device = None, "-"
+  if _TORCH.value:
+    import importlib.util
+    if importlib.util.find_spec("torch") is None:
       print("torch is not installed (pip install -e .[bench]); JAX only.")
-      use_torch = False
     else:
-      versions["torch"] = torch.__version__
-      torch_device = _TORCH_DEVICE.value
-      if torch_device == "auto":
-        torch_device = "cuda" if platform == "gpu" and torch.cuda.is_available() else "cpu"
-      torch.set_num_threads(_TORCH_THREADS.value or usable_cores())
+      torch_backend = make_torch_backend(_TORCH_PROCESS.value, _TORCH_DEVICE.value, platform,
+                                         bool(malloc), _TORCH_THREADS.value or usable_cores())
+      versions["torch"], torch_device = torch_backend.version, torch_backend.device
   variants = list(_VARIANTS.value)
   if platform != "cpu":
-    variants = [v for v in variants if not (v.startswith("pmap") and jax.local_device_count() == 1)] or ["jit:custom"]
+    one = jax.local_device_count() == 1
+    variants = [v for v in variants if not (one and v.split(":")[0] in ("pmap", "shmap"))]
+    variants = variants or ["jit:custom"]
   if platform != "gpu" and any(v.endswith(":cudnn") for v in variants):
     print("cudnn variants need a GPU; skipped.")
     variants = [v for v in variants if not v.endswith(":cudnn")]
@@ -602,45 +860,59 @@ def main(argv):
   meta = dict(platform=platform, devices=jax.local_device_count(),
               device_kind=jax.local_devices()[0].device_kind, cores=usable_cores(),
               xla_flags=os.environ.get("XLA_FLAGS", ""), torch_device=torch_device,
-              matmul_peak_gflops=peak, variants=variants, **versions)
+              torch_process=_TORCH_PROCESS.value if torch_backend else None,
+              matmul_peak_gflops=peak, variants=variants, malloc_tuning=malloc, **versions)
   print(f"platform {platform}, {meta['devices']} device(s) ({meta['device_kind']}), "
-        f"{meta['cores']} cores, torch on {torch_device if use_torch else '-'}; "
+        f"{meta['cores']} cores, torch on {torch_device} ({meta['torch_process']} process); "
+        f"malloc tuning {'on' if malloc and all(malloc.values()) else 'off'}; "
         f"matmul peak {peak:.0f} GFLOP/s; XLA_FLAGS={meta['xla_flags']!r}", flush=True)
   rows: list[dict[str, Any]] = []
+  out = Path(_JSON_OUT.value) if _JSON_OUT.value else None
+
+  def save(pipe=None):
+    # Written after every row group, so a run cut short keeps what it measured.
+    if out is not None:
+      out.parent.mkdir(parents=True, exist_ok=True)
+      out.write_text(json.dumps(dict(meta=meta, rows=rows, pipeline=pipe or []), indent=1))
+
   for setting in _SETTINGS.value:
     for shape in _SHAPES.value:
       b, t = (int(v) for v in shape.lower().split("x"))
-      new = train_rows(setting, b, t, variants, use_torch, torch_device, args)
+      new = train_rows(setting, b, t, variants, torch_backend, args)
       rows += new
       for r in new:
         print(f"  {setting} B={b} T={t} {r['variant']}: JAX {r['fps_jax']:.0f} fr/s"
               + (f", PyTorch {r['fps_torch']:.0f} fr/s, ratio {r['ratio']:.2f}"
                  if "fps_torch" in r else ""), flush=True)
+      save()
   for b in _EVAL_BATCHES.value:
-    new = eval_rows(int(b), _EVAL_LEN.value, use_torch, torch_device, args)
+    new = eval_rows(int(b), _EVAL_LEN.value, variants, torch_backend, args)
     rows += new
-    r = new[0]
-    print(f"  eval B={b} T={_EVAL_LEN.value}: JAX {r['fps_jax']:.0f} fr/s"
-          + (f", PyTorch {r['fps_torch']:.0f} fr/s, ratio {r['ratio']:.2f}"
-             if "fps_torch" in r else ""), flush=True)
+    for r in new:
+      print(f"  eval B={b} T={_EVAL_LEN.value} {r['variant']}: JAX {r['fps_jax']:.0f} fr/s"
+            + (f", PyTorch {r['fps_torch']:.0f} fr/s, ratio {r['ratio']:.2f}"
+               if "fps_torch" in r else ""), flush=True)
+    save()
   pipe = pipeline_rows()
   print()
   print(format_table(rows))
   print()
-  if pipe:
-    print("input pipeline:", json.dumps(pipe))
-  else:
-    print("input pipeline frames/s vs step consumption: not measured yet "
-          "(pipeline_rows() returns [] until the pipeline lands)")
+  for p in pipe:
+    step_fps = [r["fps_jax"] for r in rows
+                if r["kind"] == "train" and r["B"] == p["B"] and r["T"] == p["T"]]
+    need = max(step_fps) if step_fps else None
+    print(f"input pipeline ({p['name']}, B={p['B']}, T={p['T']}): {p['frames_per_s']:.0f} "
+          "frames/s" + (f" = {p['frames_per_s'] / need:.1f}x the fastest step's consumption "
+                        f"({need:.0f} frames/s)" if need else ""))
   print("ratio = JAX frames/s / PyTorch frames/s; %peak = matmul FLOP/s "
         f"(training = 3x forward) / measured {_PEAK_SIZE.value}^2 matmul peak "
         f"({peak:.0f} GFLOP/s); cores = CPU seconds / wall seconds; "
-        "peak RSS = whole process so far.")
-  if _JSON_OUT.value:
-    out = Path(_JSON_OUT.value)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(dict(meta=meta, rows=rows, pipeline=pipe), indent=1))
+        "peak RSS = the JAX process so far (PyTorch's: peak_rss_mb_torch in the JSON).")
+  if out is not None:
+    save(pipe)
     print(f"JSON: {out}")
+  if torch_backend is not None:
+    torch_backend.close()
 
 
 if __name__ == "__main__":

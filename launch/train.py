@@ -77,6 +77,8 @@ F.DEFINE_integer("epochs", 30, "Epochs.")
 F.DEFINE_integer("seed", 0, "Seed of initialisation, data order and dropout.")
 F.DEFINE_integer("log_every", 10, "Steps between progress lines.")
 F.DEFINE_string("workdir", "", "Run folder (default runs/<dataset>_<setting>_<modality>_seed<seed>).")
+F.DEFINE_bool("malloc_tuning", True, "Keep freed memory in the process (glibc mallopt): "
+              "avoids page-faulting the step's buffers in again every step (PERF_NOTES.md).")
 F.DEFINE_integer("cpu_devices", 0, "Host (CPU) devices to run pmap over; 0 = one per core "
                  "(at most, dividing --batch_size). Ignored on GPU/TPU.")
 
@@ -182,6 +184,8 @@ def main(argv: list[str]) -> None:
   cores = FLAGS.cpu_devices or _auto_cpu_devices(os.cpu_count() or 1, FLAGS.batch_size)
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                              + f" --xla_force_host_platform_device_count={cores}").strip()
+  from emobed_jax.hostenv import configure_malloc
+  configure_malloc(FLAGS.malloc_tuning)  # before JAX starts its threads
   from emobed_datasets.errors import DataError
   from emobed_jax.config import ConfigError
   from emobed_jax.train import RunError, train_and_evaluate
