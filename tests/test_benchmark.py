@@ -64,7 +64,6 @@ def test_eval_rows_agree_with_torch_in_its_own_process():
 def test_cudnn_weight_packing_matches_the_project_lstm():
   """The GPU variant's flat cuDNN weights, run by jax.experimental.rnn's
   reference LSTM (CPU), give models.Recurrent's outputs."""
-  import jax
   import jax.numpy as jnp
   import numpy as np
   from jax.experimental import rnn as jrnn
