@@ -43,17 +43,16 @@ builds the TFDS dataset from it.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from emobed_datasets.arff import write_arff
+from emobed_datasets.common import RECOLA_FEATURE_SETS, exclusive_lock
 from emobed_datasets.errors import DataError
 
 __all__ = [
@@ -66,18 +65,7 @@ RATER_LAG_S = 2.0
 DEMO_MARKER = ".emobed_demo_complete.json"
 _FORMAT_VERSION = 1
 
-# Same table as emobed_datasets.recola.layout.FEATURE_SETS (kept here so that
-# writing a demo corpus does not import TFDS).
-_FEATURE_SETS: dict[str, tuple[str, int]] = {
-    "audio": ("features_audio", 88),
-    "video_appearance": ("features_video_appearance", 168),
-    "video_geometric": ("features_video_geometric", 632),
-    "ecg": ("features_ECG", 19),
-    "hrhrv": ("features_HRHRV", 10),
-    "eda": ("features_EDA", 8),
-    "scl": ("features_SCL", 8),
-    "scr": ("features_SCR", 8),
-}
+_FEATURE_SETS = RECOLA_FEATURE_SETS
 _VIDEO_SETS = ("video_appearance", "video_geometric")
 # Set -> (weight of arousal, weight of valence) in the features.
 _DRIVE = {
@@ -336,7 +324,7 @@ def ensure_demo_corpus(
   if _check_existing(root, params):
     return root
   root.parent.mkdir(parents=True, exist_ok=True)
-  with _exclusive_lock(root.parent / f".{root.name}.lock"):
+  with exclusive_lock(root.parent / f".{root.name}.lock"):
     if _check_existing(root, params):  # written while we waited
       return root
     for stale in root.parent.glob(f".{root.name}.tmp-*"):
@@ -374,16 +362,6 @@ def _check_existing(root: Path, params: dict[str, object]) -> bool:
         f"demo corpus made with {found}, expected {params}; delete the folder "
         "or choose another one", path=root)
   return True
-
-
-@contextlib.contextmanager
-def _exclusive_lock(lock_path: Path) -> Iterator[None]:
-  with open(lock_path, "a+b") as handle:
-    fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-    try:
-      yield
-    finally:
-      fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def demo_paths(

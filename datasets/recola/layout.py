@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from emobed_datasets.arff import read_arff
+from emobed_datasets.common import RECOLA_FEATURE_SETS
 from emobed_datasets.errors import DataError
 
 __all__ = [
@@ -38,16 +39,7 @@ __all__ = [
 ]
 
 #: Feature set name -> (folder in the package, number of dimensions).
-FEATURE_SETS: dict[str, tuple[str, int]] = {
-    "audio": ("features_audio", 88),
-    "video_appearance": ("features_video_appearance", 168),
-    "video_geometric": ("features_video_geometric", 632),
-    "ecg": ("features_ECG", 19),
-    "hrhrv": ("features_HRHRV", 10),
-    "eda": ("features_EDA", 8),
-    "scl": ("features_SCL", 8),
-    "scr": ("features_SCR", 8),
-}
+FEATURE_SETS: dict[str, tuple[str, int]] = RECOLA_FEATURE_SETS
 #: Each feature folder comes in one variant per emotion dimension.
 VARIANTS: tuple[str, ...] = ("arousal", "valence")
 #: Label dimensions (gold standard sub-folders).

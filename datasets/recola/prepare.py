@@ -22,7 +22,6 @@ Idempotency and atomicity (checked against tensorflow-datasets 4.9.10):
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import io
 import os
 import shutil
@@ -33,6 +32,7 @@ from typing import Any
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core.utils import tqdm_utils
 
+from emobed_datasets.common import exclusive_lock
 from emobed_datasets.errors import DataError
 from emobed_datasets.recola import layout as layout_lib
 from emobed_datasets.recola.recola_dataset_builder import (
@@ -85,7 +85,7 @@ def prepare(
     return _open_builder(data_root)
   layout = layout_lib.check_layout(manual_dir)  # clear errors before TFDS
   data_root.mkdir(parents=True, exist_ok=True)
-  with _exclusive_lock(data_root / f".{Builder.name}.prepare.lock"):
+  with exclusive_lock(data_root / f".{Builder.name}.prepare.lock"):
     _remove_incomplete_builds(data_root / Builder.name)
     if is_prepared(data_root) and not overwrite:  # built while we waited
       return _open_builder(data_root)
@@ -208,17 +208,6 @@ def _remove_empty_dirs(folder: Path) -> None:
         sub.rmdir()
   with contextlib.suppress(OSError):
     folder.rmdir()
-
-
-@contextlib.contextmanager
-def _exclusive_lock(lock_path: Path) -> Iterator[None]:
-  """Holds an exclusive `flock` on `lock_path` (blocks until available)."""
-  with open(lock_path, "a+b") as handle:
-    fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-    try:
-      yield
-    finally:
-      fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def _remove_incomplete_builds(dataset_dir: Path) -> list[Path]:
