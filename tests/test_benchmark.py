@@ -14,8 +14,10 @@ ARGS = dict(seed=0, rounds=2, steps_per_round=1, warmup=0, equiv_rtol=1e-4,
             peak=100.0, eval_repeats=2, eval_mode="auto")
 
 
-def test_pipeline_hook_is_empty_until_the_pipeline_lands():
-  assert benchmark.pipeline_rows() == []
+def test_pipeline_row_times_the_project_pipeline():
+  (row,) = benchmark.pipeline_rows(batch=8, window=50, steps=4)
+  assert row["B"] == 8 and row["T"] == 50
+  assert row["frames_per_s"] > 0
 
 
 def test_configure_xla_refuses_after_jax_import():
