@@ -19,12 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 
-
-def _host(tree: Any) -> Any:
-  return jax.tree_util.tree_map(np.asarray, jax.device_get(tree))
+from emobed_jax.parallel import unreplicate
 
 
 class Checkpointer:
@@ -46,7 +43,7 @@ class Checkpointer:
 
   def save(self, step: int, state: Any, meta: dict[str, Any], *, best: bool = False) -> None:
     """Save ``state`` (any placement; copied to host) and ``meta`` at ``step``."""
-    args = ocp.args.Composite(state=ocp.args.StandardSave(_host(state)),
+    args = ocp.args.Composite(state=ocp.args.StandardSave(unreplicate(state)),
                               meta=ocp.args.JsonSave(meta))
     self._manager(best).save(int(step), args=args, force=True)
 
@@ -65,7 +62,7 @@ class Checkpointer:
     step = mgr.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"{mgr.directory}: no checkpoint to restore")
-    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, _host(template))
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, unreplicate(template))
     out = mgr.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
     return out["state"], dict(out["meta"])

@@ -36,7 +36,7 @@ def masked_mean(x, mask, axis: int = 1):
   return jnp.sum(x * m, axis=axis) / jnp.maximum(jnp.sum(m, axis=axis), 1.0)
 
 
-class _DenseParams(nn.Module):
+class DenseParams(nn.Module):
   """A Dense layer's ``kernel``/``bias`` (same names and init as ``nn.Dense``),
   returned instead of applied, so a fused kernel can use them."""
   features: int
@@ -46,6 +46,17 @@ class _DenseParams(nn.Module):
     k = self.param("kernel", nn.initializers.lecun_normal(), (in_dim, self.features))
     b = self.param("bias", nn.initializers.zeros, (self.features,))
     return k, b
+
+
+def recurrent_kernel_init(gates: int):
+  """Init of a fused ``[H, gates*H]`` recurrent kernel: one orthogonal block per gate."""
+  init = nn.initializers.orthogonal()
+
+  def fn(key, shape, dtype=jnp.float32):
+    h = shape[0]
+    return jnp.concatenate([init(k, (h, h), dtype) for k in jax.random.split(key, gates)],
+                           axis=1)
+  return fn
 
 
 class Recurrent(nn.Module):
@@ -68,16 +79,13 @@ class Recurrent(nn.Module):
   def __call__(self, x, mask):
     h = self.hidden
     gates = 4 if self.cell == "lstm" else 3
-    init = nn.initializers.orthogonal()
-    u = self.param("recurrent", lambda k, s: jnp.concatenate(
-        [init(kk, (h, h)) for kk in jax.random.split(k, gates)], axis=1),
-        (h, gates * h))
+    u = self.param("recurrent", recurrent_kernel_init(gates), (h, gates * h))
     if not self.time_major:
       x = jnp.swapaxes(x, 0, 1)
       mask = jnp.swapaxes(mask, 0, 1)[..., None]
     mask = mask.astype(x.dtype)
     if self.cell == "lstm":
-      kernel, bias = _DenseParams(gates * h, name="input")(x.shape[-1])
+      kernel, bias = DenseParams(gates * h, name="input")(x.shape[-1])
       ys = rnn_kernels.lstm_layer(x, kernel, bias, u, mask, self.unroll)
     else:
       bu = self.param("recurrent_bias", nn.initializers.zeros, (gates * h,))

@@ -198,93 +198,30 @@ def core_config(setting: str):
 def rnn_variant(rnn: str):
   """Swap the recurrence the project's model uses, for one variant.
 
-  ``custom``: as shipped.  ``reference``: autodiff ``lstm_scan_reference``.
+  ``custom``: as shipped (time-major encoder, ``rnn_kernels.lstm_layer``).
+  ``layer``: the same (the name under which PERF_NOTES idea 12 measured it
+  before it became the default).  ``reference``: ``lstm_layer`` replaced by
+  a Dense projection + autodiff ``lstm_scan_reference``.
   ``flax_cell``: ``models.Recurrent`` replaced by ``nn.RNN(OptimizedLSTMCell)``
-  (other parameter tree).  ``layer``: ``models.Encoder`` replaced by the
-  proposed time-major encoder (same parameters).  ``cudnn``:
+  (other parameter tree).  ``cudnn``:
   ``models.Recurrent`` replaced by ``jax.experimental.rnn.lstm`` with the
   same parameter tree (GPU only).
   """
   from emobed_jax import models, rnn_kernels
-  saved = (rnn_kernels.lstm_scan, models.Recurrent, models.Encoder)
+  saved = (rnn_kernels.lstm_layer, models.Recurrent)
   try:
     if rnn == "reference":
-      rnn_kernels.lstm_scan = rnn_kernels.lstm_scan_reference
+      rnn_kernels.lstm_layer = (lambda x, kernel, bias, u, m, unroll=1:
+                                rnn_kernels.lstm_scan_reference(x @ kernel + bias, u, m, unroll))
     elif rnn == "flax_cell":
       models.Recurrent = _flax_cell_recurrent()
     elif rnn == "cudnn":
       models.Recurrent = _cudnn_recurrent()
-    elif rnn == "layer":
-      models.Encoder = _time_major_encoder()
-    elif rnn != "custom":
+    elif rnn not in ("custom", "layer"):
       raise ValueError(f"--variants: unknown RNN {rnn!r}")
     yield
   finally:
-    rnn_kernels.lstm_scan, models.Recurrent, models.Encoder = saved
-
-
-def _dense_params_module():
-  """A submodule holding a Dense layer's ``kernel``/``bias`` without applying
-  it (so a replacement keeps the ``<name>/kernel`` parameter path and init)."""
-  import flax.linen as nn
-
-  class DenseParams(nn.Module):
-    features: int
-
-    @nn.compact
-    def __call__(self, in_dim):
-      k = self.param("kernel", nn.initializers.lecun_normal(), (in_dim, self.features))
-      b = self.param("bias", nn.initializers.zeros, (self.features,))
-      return k, b
-
-  return DenseParams
-
-
-def _time_major_encoder():
-  """``models.Encoder`` run time-major with ``rnn_kernels.lstm_layer``.
-
-  The proposed change to models.py, measured here: same parameter tree and
-  values (``proj``, ``norm``, ``rnn_i/input/{kernel,bias}``,
-  ``rnn_i/recurrent``), one transpose in after the LayerNorm and one out
-  after the last layer instead of two per layer, and each layer's input
-  projection inside the layer's custom VJP.
-  """
-  import flax.linen as nn
-  import jax
-  import jax.numpy as jnp
-  from emobed_jax import models, rnn_kernels
-  dense_params = _dense_params_module()
-
-  class TimeMajorLSTM(nn.Module):
-    hidden: int
-    unroll: int = 1
-
-    @nn.compact
-    def __call__(self, x, m):
-      h = self.hidden
-      kernel, bias = dense_params(4 * h, name="input")(x.shape[-1])
-      init = nn.initializers.orthogonal()
-      u = self.param("recurrent", lambda k, s: jnp.concatenate(  # as models.Recurrent
-          [init(kk, (h, h)) for kk in jax.random.split(k, 4)], axis=1), (h, 4 * h))
-      return rnn_kernels.lstm_layer(x, kernel, bias, u, m, self.unroll)
-
-  class TimeMajorEncoder(models.Encoder):
-
-    @nn.compact
-    def __call__(self, x, mask, *, train: bool = False):
-      if self.cell != "lstm":
-        raise ValueError("the time-major encoder variant is LSTM only")
-      x = nn.Dense(self.proj_dim, name="proj")(x)
-      x = nn.LayerNorm(name="norm")(x)
-      x = jnp.swapaxes(x, 0, 1)
-      m = jnp.swapaxes(mask, 0, 1)[..., None].astype(x.dtype)
-      for i in range(self.num_layers):
-        x = TimeMajorLSTM(self.hidden, self.unroll, name=f"rnn_{i}")(x, m)
-        if self.dropout > 0:
-          x = nn.Dropout(self.dropout, deterministic=not train)(x)
-      return jnp.swapaxes(x, 0, 1)
-
-  return TimeMajorEncoder
+    rnn_kernels.lstm_layer, models.Recurrent = saved
 
 
 def _flax_cell_recurrent():
@@ -295,12 +232,16 @@ def _flax_cell_recurrent():
     hidden: int
     cell: str = "lstm"
     unroll: int = 1
+    time_major: bool = False
 
     @nn.compact
     def __call__(self, x, mask):
+      if self.time_major:  # models.Encoder passes [T, B, D] and [T, B, 1]
+        x, mask = x.swapaxes(0, 1), mask[..., 0].swapaxes(0, 1)
       lengths = mask.sum(axis=1).astype("int32")
-      return nn.RNN(nn.OptimizedLSTMCell(self.hidden), unroll=self.unroll)(
+      y = nn.RNN(nn.OptimizedLSTMCell(self.hidden), unroll=self.unroll)(
           x, seq_lengths=lengths)
+      return y.swapaxes(0, 1) if self.time_major else y
 
   return FlaxCellRecurrent
 
@@ -318,11 +259,10 @@ def cudnn_weights(kernel, bias, u):
 
 def _cudnn_recurrent():
   import flax.linen as nn
-  import jax
   import jax.numpy as jnp
   from jax.experimental import rnn as jrnn
 
-  _DenseParams = _dense_params_module()
+  from emobed_jax import models
 
   class CudnnRecurrent(nn.Module):
     """Same parameters as models.Recurrent, run by cuDNN (GPU only).
@@ -332,21 +272,22 @@ def _cudnn_recurrent():
     hidden: int
     cell: str = "lstm"
     unroll: int = 1
+    time_major: bool = False
 
     @nn.compact
     def __call__(self, x, mask):
+      if self.time_major:  # models.Encoder passes [T, B, D] and [T, B, 1]
+        x, mask = x.swapaxes(0, 1), mask[..., 0].swapaxes(0, 1)
       h = self.hidden
-      kernel, bias = _DenseParams(4 * h, name="input")(x.shape[-1])
-      init = nn.initializers.orthogonal()
-      u = self.param("recurrent", lambda k, s: jnp.concatenate(  # as models.Recurrent
-          [init(kk, (h, h)) for kk in jax.random.split(k, 4)], axis=1), (h, 4 * h))
+      kernel, bias = models.DenseParams(4 * h, name="input")(x.shape[-1])
+      u = self.param("recurrent", models.recurrent_kernel_init(4), (h, 4 * h))
       w = cudnn_weights(kernel, bias, u)
       b = x.shape[0]
       z = jnp.zeros((1, b, h), x.dtype)
       lengths = mask.sum(axis=1).astype(jnp.int32)
       y, _, _ = jrnn.lstm(x, z, z, w, lengths, input_size=x.shape[-1], hidden_size=h,
                           num_layers=1, dropout=0.0, bidirectional=False)
-      return y
+      return y.swapaxes(0, 1) if self.time_major else y
 
   return CudnnRecurrent
 

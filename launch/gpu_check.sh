@@ -10,8 +10,7 @@
 #
 # It compares, on training shapes B x T = 32x300 and 128x300 (settings mono
 # and emobed) and on evaluation of whole 7501-frame recordings (B=1, 9):
-#   jit:custom  - the project's scan (rnn_kernels.lstm_scan, custom VJP),
-#   jit:layer   - the proposed time-major encoder (rnn_kernels.lstm_layer),
+#   jit:custom  - the project's encoder (time-major, rnn_kernels.lstm_layer),
 #   jit:cudnn   - jax.experimental.rnn.lstm (cuDNN), same parameters,
 #   PyTorch     - nn.LSTM on CUDA (cuDNN), if torch with CUDA imports.
 # Writes $OUT/benchmark.json (rewritten after every row, so a cut-short run
@@ -59,7 +58,7 @@ timeout --signal=INT --kill-after=10 "$LIMIT_S" \
   "$PY" launch/benchmark.py \
     --settings=mono,emobed \
     --shapes=32x300,128x300 \
-    --variants=jit:custom,jit:layer,jit:cudnn \
+    --variants=jit:custom,jit:cudnn \
     --eval_batches=1,9 \
     --eval_repeats=4 \
     --rounds=4 --steps_per_round=5 --warmup=2 \
