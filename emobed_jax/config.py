@@ -15,6 +15,7 @@ SETTINGS = ("mono", "joint", "crossmodal", "emobed")
 TASKS = ("regression", "classification")
 RNN_TYPES = ("lstm", "gru")
 POOLINGS = ("mean", "attention")
+RNN_IMPLS = ("auto", "scan", "pallas", "wavefront")
 MINING_MODES = ("batch_all", "batch_hard", "semi_hard")
 
 #: Which parts each setting has (DESIGN.md, "Training settings").
@@ -51,6 +52,12 @@ class ModelConfig:
   pooling: str = "mean"
   #: Time-unrolling of the recurrence scan (1 = no unrolling).
   unroll: int = 1
+  #: How the LSTM recurrence runs (RNN_IMPLS): "scan" (lax.scan loops, the
+  #: CPU default), "pallas" (one Pallas kernel per layer and pass: the GPU
+  #: default), "wavefront" (all layers in one scan, no dropout between
+  #: layers), "auto" (pallas on a GPU when the hidden size allows it, else
+  #: scan).  Same parameters and values either way (PERF_NOTES.md).
+  rnn_impl: str = "auto"
 
   def validate(self) -> "ModelConfig":
     _check(self.rnn in RNN_TYPES, "rnn", f"one of {RNN_TYPES}", self.rnn)
@@ -60,6 +67,15 @@ class ModelConfig:
       _check(isinstance(v, int) and v > 0, name, "a positive integer", v)
     _check(0.0 <= self.dropout < 1.0, "dropout", "a value in [0, 1)", self.dropout)
     _check(self.pooling in POOLINGS, "pooling", f"one of {POOLINGS}", self.pooling)
+    _check(self.rnn_impl in RNN_IMPLS, "rnn_impl", f"one of {RNN_IMPLS}", self.rnn_impl)
+    if self.rnn_impl in ("pallas", "wavefront"):
+      _check(self.rnn == "lstm", "rnn_impl", "'auto' or 'scan' with --rnn=gru", self.rnn_impl)
+    if self.rnn_impl == "pallas":
+      _check(self.hidden >= 16 and self.hidden & (self.hidden - 1) == 0, "hidden",
+             "a power of two >= 16 with --rnn_impl=pallas", self.hidden)
+    if self.rnn_impl == "wavefront":
+      _check(self.dropout == 0.0, "dropout", "0 with --rnn_impl=wavefront "
+             "(no dropout between wavefront layers)", self.dropout)
     return self
 
 

@@ -59,6 +59,32 @@ def recurrent_kernel_init(gates: int):
   return fn
 
 
+def resolve_rnn_impl(impl: str, cell: str, hidden: int) -> str:
+  """``ModelConfig.rnn_impl`` -> what runs here: ``"auto"`` is ``"pallas"``
+  on a GPU for an LSTM whose hidden size the kernels support, else
+  ``"scan"``."""
+  if impl != "auto":
+    return impl
+  from emobed_jax import rnn_pallas
+  if cell == "lstm" and jax.default_backend() == "gpu" and rnn_pallas.supported(hidden):
+    return "pallas"
+  return "scan"
+
+
+class LSTMParams(nn.Module):
+  """One LSTM layer's parameters, created exactly as :class:`Recurrent`
+  creates them (same names, order and init) but returned, not applied: the
+  wavefront stack runs all layers' recurrences in one loop."""
+  hidden: int
+
+  @nn.compact
+  def __call__(self, in_dim: int):
+    h = self.hidden
+    u = self.param("recurrent", recurrent_kernel_init(4), (h, 4 * h))
+    kernel, bias = DenseParams(4 * h, name="input")(in_dim)
+    return kernel, bias, u
+
+
 class Recurrent(nn.Module):
   """One LSTM or GRU layer with the input projection outside the recurrence.
 
@@ -74,6 +100,7 @@ class Recurrent(nn.Module):
   cell: str = "lstm"
   unroll: int = 1
   time_major: bool = False
+  impl: str = "scan"
 
   @nn.compact
   def __call__(self, x, mask):
@@ -86,7 +113,9 @@ class Recurrent(nn.Module):
     mask = mask.astype(x.dtype)
     if self.cell == "lstm":
       kernel, bias = DenseParams(gates * h, name="input")(x.shape[-1])
-      ys = rnn_kernels.lstm_layer(x, kernel, bias, u, mask, self.unroll)
+      impl = resolve_rnn_impl(self.impl, self.cell, h)
+      ys = rnn_kernels.lstm_layer(x, kernel, bias, u, mask, self.unroll,
+                                  "scan" if impl == "wavefront" else impl)
     else:
       bu = self.param("recurrent_bias", nn.initializers.zeros, (gates * h,))
       xw = nn.Dense(gates * h, name="input")(x)
@@ -97,7 +126,9 @@ class Recurrent(nn.Module):
 class Encoder(nn.Module):
   """Dense -> LayerNorm -> RNN layers (with dropout between), ``[B,T,D]->[B,T,H]``.
 
-  The recurrent stack runs time-major (one transpose in, one out).
+  The recurrent stack runs time-major (one transpose in, one out).  With
+  ``impl="wavefront"`` the LSTM layers run as one wavefront loop
+  (:func:`rnn_kernels.lstm_stack`, same parameters; no dropout between).
   """
   proj_dim: int
   hidden: int
@@ -105,17 +136,29 @@ class Encoder(nn.Module):
   cell: str = "lstm"
   dropout: float = 0.0
   unroll: int = 1
+  impl: str = "scan"
 
   @nn.compact
   def __call__(self, x, mask, *, train: bool = False):
     x = nn.Dense(self.proj_dim, name="proj")(x)
     x = nn.LayerNorm(name="norm")(x)
     x = jnp.swapaxes(x, 0, 1)
-    m = jnp.swapaxes(mask, 0, 1)[..., None]
-    for i in range(self.num_layers):
-      x = Recurrent(self.hidden, self.cell, self.unroll, time_major=True, name=f"rnn_{i}")(x, m)
-      if self.dropout > 0:
-        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    m = jnp.swapaxes(mask, 0, 1)[..., None].astype(x.dtype)
+    if self.impl == "wavefront":
+      if self.cell != "lstm" or self.dropout > 0:
+        raise ValueError("Encoder: impl='wavefront' needs an LSTM without dropout, "
+                         f"got cell={self.cell!r}, dropout={self.dropout}")
+      layers = []
+      for i in range(self.num_layers):
+        layers.append(LSTMParams(self.hidden, name=f"rnn_{i}")(
+            x.shape[-1] if i == 0 else self.hidden))
+      x = rnn_kernels.lstm_stack(x, layers, m, self.unroll)
+    else:
+      for i in range(self.num_layers):
+        x = Recurrent(self.hidden, self.cell, self.unroll, time_major=True,
+                      impl=self.impl, name=f"rnn_{i}")(x, m)
+        if self.dropout > 0:
+          x = nn.Dropout(self.dropout, deterministic=not train)(x)
     return jnp.swapaxes(x, 0, 1)
 
 
@@ -187,7 +230,7 @@ class EmoBed(nn.Module):
 
     def encoder(name):
       return Encoder(m.proj_dim, m.hidden, m.num_layers, m.rnn, m.dropout,
-                     m.unroll, name=name)
+                     m.unroll, m.rnn_impl, name=name)
 
     def head(name):
       return Head(t.task, t.num_outputs, m.head_hidden, m.pooling, name=name)

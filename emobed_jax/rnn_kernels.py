@@ -42,6 +42,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+#: Implementations of one layer's loops (``lstm_layer(..., impl=)``).
+LSTM_IMPLS = ("scan", "pallas")
+
 
 # ---------------------------------------------------------------------------
 # LSTM: autodiff reference.
@@ -93,7 +96,7 @@ def _gate_scale(h, dtype):
   return jnp.concatenate([jnp.full((h,), s, dtype) for s in _SIG_SCALE])
 
 
-def _cell_scan(xs, us, mask, unroll, store: bool):
+def _cell_scan(xs, us, mask, unroll, store: bool, impl: str = "scan"):
   """The forward recurrence on per-gate inputs ``xs = (xi, xf, xg, xo)``
   (``[T, B, H]`` each, already scaled: 1/2 on the sigmoid gates, the forget
   bias included) and the scaled recurrent kernel ``us [H, 4H]``.
@@ -102,8 +105,12 @@ def _cell_scan(xs, us, mask, unroll, store: bool):
   so a step evaluates five ``tanh`` per unit and no ``exp``/divide.
   ``store``: also return the cell states ``[T, B, H]`` and the gates'
   ``tanh`` activations ``[T, B, 4H]`` (one stacked output per step: measured
-  cheaper than four).
+  cheaper than four).  ``impl="pallas"``: the same recurrence as one Pallas
+  kernel (:mod:`emobed_jax.rnn_pallas`, for GPUs).
   """
+  if impl == "pallas":
+    from emobed_jax import rnn_pallas
+    return rnn_pallas.cell_scan(xs, us, mask, store)
   h = us.shape[0]
   batch = xs[0].shape[1]
 
@@ -134,7 +141,7 @@ def _shift_in_zero(x):
   return jnp.concatenate([jnp.zeros_like(x[:1]), x[:-1]], axis=0)
 
 
-def _cell_backward(u, mask, cs, acts, dys, unroll):
+def _cell_backward(u, mask, cs, acts, dys, unroll, impl: str = "scan"):
   """Reverse recurrence; returns the gate cotangent ``dz [T, B, 4H]`` (with
   respect to the unscaled pre-activations ``x @ W + b + h @ u``).
 
@@ -166,6 +173,10 @@ def _cell_backward(u, mask, cs, acts, dys, unroll):
   cg = keep * i * (1.0 - g * g)
   co = keep * tc * o * (1.0 - o)
   passthrough = 1.0 - keep                           # [T, B, 1]
+  if impl == "pallas":
+    from emobed_jax import rnn_pallas
+    dcs, dhs = rnn_pallas.cell_backward_loop(u, dys, (a, fk, ci, cf, cg, co), passthrough)
+    return jnp.concatenate([dcs * ci, dcs * cf, dcs * cg, dhs * co], axis=-1)
   ut = u.T
 
   def step(carry, inp):
@@ -246,12 +257,12 @@ def lstm_scan(xw, u, mask, unroll: int = 1):
 #   gate cotangent with four matmuls.
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
-def _lstm_layer_vjp(x, kernel, bias, u, mask, unroll):
-  return _layer_forward(x, kernel, bias, u, mask, unroll, store=False)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
+def _lstm_layer_vjp(x, kernel, bias, u, mask, unroll, impl):
+  return _layer_forward(x, kernel, bias, u, mask, unroll, impl, store=False)
 
 
-def _layer_forward(x, kernel, bias, u, mask, unroll, store: bool):
+def _layer_forward(x, kernel, bias, u, mask, unroll, impl, store: bool):
   t, b, p = x.shape
   h = u.shape[0]
   s = _gate_scale(h, x.dtype)
@@ -262,19 +273,19 @@ def _layer_forward(x, kernel, bias, u, mask, unroll, store: bool):
   # (measured: 5-15% faster in training than one [P, 4H] matmul + slices).
   xs = tuple((x2 @ ks[:, k * h:(k + 1) * h] + bs[k * h:(k + 1) * h]).reshape(t, b, h)
              for k in range(4))
-  return _cell_scan(xs, us, mask, unroll, store)
+  return _cell_scan(xs, us, mask, unroll, store, impl)
 
 
-def _layer_fwd(x, kernel, bias, u, mask, unroll):
-  ys, cs, acts = _layer_forward(x, kernel, bias, u, mask, unroll, store=True)
+def _layer_fwd(x, kernel, bias, u, mask, unroll, impl):
+  ys, cs, acts = _layer_forward(x, kernel, bias, u, mask, unroll, impl, store=True)
   return ys, (x, kernel, u, mask, ys, cs, acts)
 
 
-def _layer_bwd(unroll, res, dys):
+def _layer_bwd(unroll, impl, res, dys):
   x, kernel, u, mask, ys, cs, acts = res
   t, b, p = x.shape
   h = u.shape[0]
-  dz = _cell_backward(u, mask, cs, acts, dys, unroll).reshape(t * b, 4 * h)
+  dz = _cell_backward(u, mask, cs, acts, dys, unroll, impl).reshape(t * b, 4 * h)
   dx = (dz @ kernel.T).reshape(t, b, p)
   dkernel = x.reshape(t * b, p).T @ dz
   dbias = jnp.sum(dz, axis=0)
@@ -285,14 +296,18 @@ def _layer_bwd(unroll, res, dys):
 _lstm_layer_vjp.defvjp(_layer_fwd, _layer_bwd)
 
 
-def lstm_layer(x, kernel, bias, u, mask, unroll: int = 1):
+def lstm_layer(x, kernel, bias, u, mask, unroll: int = 1, impl: str = "scan"):
   """One LSTM layer on time-major ``x [T, B, P]``; returns ``ys [T, B, H]``.
 
   Same values as ``lstm_scan_reference(x @ kernel + bias, u, mask)`` (to
   float rounding), with a hand-written backward pass for ``x``, ``kernel``,
   ``bias`` and ``u``.  ``mask``: ``[T, B, 1]``, a masked step holds the carry.
+  ``impl``: ``"scan"`` (``lax.scan`` loops) or ``"pallas"`` (the two loops as
+  Pallas kernels, :mod:`emobed_jax.rnn_pallas`; for GPUs).
   """
-  return _lstm_layer_vjp(x, kernel, bias, u, mask, unroll)
+  if impl not in LSTM_IMPLS:
+    raise ValueError(f"lstm_layer: impl {impl!r}, expected one of {LSTM_IMPLS}")
+  return _lstm_layer_vjp(x, kernel, bias, u, mask, unroll, impl)
 
 
 # ---------------------------------------------------------------------------
@@ -318,3 +333,176 @@ def gru_scan(xw, u, bu, mask, unroll: int = 1):
 
   _, ys = lax.scan(step, jnp.zeros((batch, h), xw.dtype), (xw, mask), unroll=unroll)
   return ys
+
+
+# ---------------------------------------------------------------------------
+# A stack of LSTM layers as one wavefront recurrence.
+#
+# ``lstm_stack(x, layers, mask)`` computes what ``lstm_layer`` applied layer
+# after layer computes, but in ONE loop of ``T + L - 1`` steps: at step ``k``
+# layer ``l`` processes time ``t = k - l`` (layer ``l``'s input, the hidden
+# state of layer ``l - 1`` at time ``t``, was produced one step earlier).  All
+# layers' states live in one ``[B, L, H]`` carry, and a step is one
+# ``[B, L*H] @ [L*H, 4*L*H]`` matmul against a block matrix (``u_l`` on the
+# diagonal, the next layer's input kernel ``k_{l+1}`` beside it) plus one
+# elementwise gate fusion for all layers.  On a latency-bound CPU core (or a
+# GPU, where each step is a few kernel launches) this halves the number of
+# sequential steps of a 2-layer stack; the matmul does 4/3 of the FLOPs
+# needed (the zero block), measured worth it (PERF_NOTES.md).
+#
+# Column layout of the block matrix and of every per-step gate array:
+# ``[gate (i, f, g, o), layer, unit]``.  Steps outside ``0 <= t < T`` for a
+# layer are masked, so its state holds (zeros before the start).
+#
+# The backward pass is the same wavefront in reverse: at step ``k`` the
+# product ``dz @ W.T`` gives, for each layer, its recurrent cotangent and
+# the input cotangent from the layer above, both for time ``t - 1``, which
+# that layer handles at the next reverse step.
+
+
+def _wave_mask(mask, num_layers):
+  """``mask [T, B, 1]`` -> ``[T+L-1, B, L, 1]``: layer ``l`` sees ``mask[k-l]``."""
+  pad = num_layers - 1
+  cols = [jnp.pad(mask, ((l, pad - l), (0, 0), (0, 0))) for l in range(num_layers)]
+  return jnp.stack(cols, axis=2)
+
+
+def _block_matrix(layers, scale):
+  """``[L*H, 4*L*H]`` with ``u_l`` at (l, l) and ``k_l`` at (l-1, l); column
+  order (gate, layer, unit).  ``scale [4H]`` multiplies every block's columns."""
+  nl = len(layers)
+  h = layers[0][2].shape[0]
+  w = jnp.zeros((nl, h, 4, nl, h), layers[0][2].dtype)
+  for l, (k, _, u) in enumerate(layers):
+    w = w.at[l, :, :, l, :].set((u * scale).reshape(h, 4, h))
+    if l > 0:
+      w = w.at[l - 1, :, :, l, :].set((k * scale).reshape(h, 4, h))
+  return w.reshape(nl * h, 4 * nl * h)
+
+
+def _stack_forward(x, layers, mask, unroll, store: bool):
+  t, b, p = x.shape
+  nl = len(layers)
+  h = layers[0][2].shape[0]
+  s = _gate_scale(h, x.dtype)
+  k0, b0, u0 = layers[0]
+  _, bs0 = _scaled(u0, b0)
+  x2 = x.reshape(t * b, p)
+  # Layer 0's projections, [T+L-1, B, 4, H] (zeros in the drain steps).
+  x0 = (x2 @ (k0 * s) + bs0).reshape(t, b, 4, h)
+  x0 = jnp.pad(x0, ((0, nl - 1), (0, 0), (0, 0), (0, 0)))
+  # The other layers' biases, [4, L, H] (layer 0's slot is zero).
+  bias = jnp.stack([jnp.zeros((4 * h,), x.dtype)] +
+                   [_scaled(u, bl)[1] for _, bl, u in layers[1:]], axis=0)
+  bias = bias.reshape(nl, 4, h).transpose(1, 0, 2)
+  w = _block_matrix(layers, s)
+  mw = _wave_mask(mask, nl)
+
+  def step(carry, inp):
+    c, hprev = carry
+    xt, mt = inp
+    z = (hprev.reshape(b, nl * h) @ w).reshape(b, 4, nl, h)
+    pre = z + bias + jnp.pad(xt[:, :, None, :], ((0, 0), (0, 0), (0, nl - 1), (0, 0)))
+    acts = jnp.tanh(pre)
+    ai, af, g, ao = acts[:, 0], acts[:, 1], acts[:, 2], acts[:, 3]
+    c_new = (0.5 * af + 0.5) * c + (0.5 * ai + 0.5) * g
+    h_new = (0.5 * ao + 0.5) * jnp.tanh(c_new)
+    keep = mt > 0
+    c_new = jnp.where(keep, c_new, c)
+    h_new = jnp.where(keep, h_new, hprev)
+    if store:
+      return (c_new, h_new), (h_new, c_new, acts)
+    return (c_new, h_new), h_new[:, nl - 1]
+
+  zeros = jnp.zeros((b, nl, h), x.dtype)
+  _, out = lax.scan(step, (zeros, zeros), (x0, mw), unroll=unroll)
+  if store:
+    hs, cs, acts = out
+    return hs[nl - 1:, :, nl - 1], (hs, cs, acts, mw)
+  return out[nl - 1:]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _lstm_stack_vjp(x, layers, mask, unroll):
+  return _stack_forward(x, layers, mask, unroll, store=False)
+
+
+def _stack_fwd(x, layers, mask, unroll):
+  ys, (hs, cs, acts, mw) = _stack_forward(x, layers, mask, unroll, store=True)
+  return ys, (x, layers, mask, hs, cs, acts, mw)
+
+
+def _stack_bwd(unroll, res, dys):
+  x, layers, mask, hs, cs, acts, mw = res
+  t, b, p = x.shape
+  nl = len(layers)
+  h = layers[0][2].shape[0]
+  keep = (mw > 0).astype(acts.dtype)                 # [K, B, L, 1]
+  ai, af, g, ao = acts[:, :, 0], acts[:, :, 1], acts[:, :, 2], acts[:, :, 3]
+  i, f, o = 0.5 * ai + 0.5, 0.5 * af + 0.5, 0.5 * ao + 0.5
+  c_prev = _shift_in_zero(cs)
+  tc = jnp.tanh(cs)
+  a = keep * o * (1.0 - tc * tc)
+  fk = keep * f + (1.0 - keep)
+  ci = keep * g * i * (1.0 - i)
+  cf = keep * c_prev * f * (1.0 - f)
+  cg = keep * i * (1.0 - g * g)
+  co = keep * tc * o * (1.0 - o)
+  passthrough = 1.0 - keep
+  wt = _block_matrix(layers, jnp.ones((4 * h,), x.dtype)).T   # [4LH, LH]
+  dyw = jnp.pad(dys, ((nl - 1, 0), (0, 0), (0, 0)))           # [K, B, H]
+
+  def step(carry, inp):
+    dc, dh_next = carry
+    dy, a_t, fk_t, ci_t, cf_t, cg_t, co_t, p_t = inp
+    dh = dh_next + jnp.pad(dy[:, None, :], ((0, 0), (nl - 1, 0), (0, 0)))
+    dc_new = dc + dh * a_t
+    dz = jnp.stack([dc_new * ci_t, dc_new * cf_t, dc_new * cg_t, dh * co_t], axis=1)
+    back = (dz.reshape(b, 4 * nl * h) @ wt).reshape(b, nl, h)
+    return (dc_new * fk_t, back + dh * p_t), (dc_new, dh)
+
+  zeros = jnp.zeros((b, nl, h), x.dtype)
+  _, (dcs, dhs) = lax.scan(step, (zeros, zeros), (dyw, a, fk, ci, cf, cg, co, passthrough),
+                           reverse=True, unroll=unroll)
+  dz = jnp.stack([dcs * ci, dcs * cf, dcs * cg, dhs * co], axis=2)   # [K, B, 4, L, H]
+  kk = dz.shape[0]
+  dw = (_shift_in_zero(hs).reshape(kk * b, nl * h).T @ dz.reshape(kk * b, 4 * nl * h))
+  dw = dw.reshape(nl, h, 4, nl, h)
+  dbias = jnp.sum(dz, axis=(0, 1))                                    # [4, L, H]
+  dz0 = dz[:t, :, :, 0].reshape(t * b, 4 * h)
+  k0 = layers[0][0]
+  grads = []
+  for l in range(nl):
+    du = dw[l, :, :, l].reshape(h, 4 * h)
+    db = dbias[:, l].reshape(4 * h)
+    if l == 0:
+      dk = x.reshape(t * b, p).T @ dz0
+    else:
+      dk = dw[l - 1, :, :, l].reshape(h, 4 * h)
+    grads.append((dk, db, du))
+  dx = (dz0 @ k0.T).reshape(t, b, p)
+  return dx, tuple(grads), jnp.zeros_like(mask)
+
+
+_lstm_stack_vjp.defvjp(_stack_fwd, _stack_bwd)
+
+
+def lstm_stack(x, layers, mask, unroll: int = 1):
+  """A stack of LSTM layers on time-major ``x [T, B, P]`` -> ``[T, B, H]``.
+
+  ``layers``: a sequence of ``(kernel, bias, u)`` per layer (the parameters
+  of :func:`lstm_layer`; every layer has the same ``H``).  Same values as
+  applying :func:`lstm_layer` layer after layer (to float rounding), with
+  the layers run as one wavefront recurrence and a hand-written backward.
+  """
+  layers = tuple(tuple(l) for l in layers)
+  if not layers:
+    raise ValueError("lstm_stack: layers is empty; expected at least one (kernel, bias, u)")
+  h = layers[0][2].shape[0]
+  for l, (k, bl, u) in enumerate(layers):
+    k_in = x.shape[-1] if l == 0 else h
+    if u.shape != (h, 4 * h) or bl.shape != (4 * h,) or k.shape != (k_in, 4 * h):
+      raise ValueError(f"lstm_stack: layer {l} has kernel {k.shape}, bias {bl.shape}, "
+                       f"recurrent {u.shape}; expected ({k_in}, {4 * h}), ({4 * h},), "
+                       f"({h}, {4 * h}) (input width {x.shape[-1]}, every layer of width {h})")
+  return _lstm_stack_vjp(x, layers, mask, unroll)

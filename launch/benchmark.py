@@ -80,8 +80,9 @@ _SHAPES = flags.DEFINE_list(
     "Training shapes BxT (global batch x frames).")
 _VARIANTS = flags.DEFINE_list(
     "variants", ["pmap:custom"],
-    "JAX variants MODE:RNN, MODE in {pmap, jit}, RNN in {custom, reference, "
-    "flax_cell, layer, cudnn}.")
+    "JAX variants MODE:RNN, MODE in {pmap, shmap, jit}, RNN in {custom, scan, "
+    "pallas, wavefront, auto, reference, flax_cell, layer, cudnn} (scan, pallas, "
+    "wavefront, auto: optional _u<N> suffix for unroll=N).")
 _DEVICES = flags.DEFINE_integer(
     "devices", 0, "CPU: number of host devices to create (0 = number of usable "
     "cores). Ignored on GPU (the real devices are used).")
@@ -189,18 +190,42 @@ def synthetic_batch(b: int, t: int, setting: str, target_dim: int = 88,
   return batch
 
 
-def core_config(setting: str):
-  from emobed_jax.config import CoreConfig, TaskConfig
-  return CoreConfig(task=TaskConfig(setting=setting)).validate()
+#: RNN variants that are the shipped model with ``ModelConfig.rnn_impl``
+#: set (an ``_u<N>`` suffix also sets ``unroll=N``, e.g. ``scan_u8``).
+IMPL_VARIANTS = {"custom": "scan", "layer": "scan", "scan": "scan", "pallas": "pallas",
+                 "wavefront": "wavefront", "auto": "auto"}
+
+
+def split_rnn(rnn: str) -> tuple[str, int]:
+  """``"scan_u8"`` -> ``("scan", 8)``; no suffix -> unroll 1."""
+  base, _, u = rnn.partition("_u")
+  if u:
+    if not u.isdigit() or base not in IMPL_VARIANTS:
+      raise ValueError(f"--variants: bad RNN {rnn!r} (expected e.g. scan_u8)")
+    return base, int(u)
+  return rnn, 1
+
+
+def core_config(setting: str, rnn: str = "custom"):
+  """The benchmarked config; ``rnn`` picks ``rnn_impl``/``unroll`` for the
+  shipped-model variants (others swap modules, see :func:`rnn_variant`)."""
+  from emobed_jax.config import CoreConfig, ModelConfig, TaskConfig
+  base, unroll = split_rnn(rnn)
+  impl = IMPL_VARIANTS.get(base, "scan")
+  return CoreConfig(model=ModelConfig(rnn_impl=impl, unroll=unroll),
+                    task=TaskConfig(setting=setting)).validate()
 
 
 @contextlib.contextmanager
 def rnn_variant(rnn: str):
   """Swap the recurrence the project's model uses, for one variant.
 
-  ``custom``: as shipped (time-major encoder, ``rnn_kernels.lstm_layer``).
-  ``layer``: the same (the name under which PERF_NOTES idea 12 measured it
-  before it became the default).  ``reference``: ``lstm_layer`` replaced by
+  ``custom``/``scan``: as shipped with ``rnn_impl="scan"`` (time-major
+  encoder, ``rnn_kernels.lstm_layer``'s ``lax.scan`` loops).  ``layer``:
+  the same (the name under which PERF_NOTES idea 12 measured it before it
+  became the default).  ``pallas``, ``wavefront``, ``auto``: the shipped
+  model with that ``rnn_impl`` (:func:`core_config`); any of these with
+  ``_u<N>`` runs with ``unroll=N``.  ``reference``: ``lstm_layer`` replaced by
   a Dense projection + autodiff ``lstm_scan_reference``.
   ``flax_cell``: ``models.Recurrent`` replaced by ``nn.RNN(OptimizedLSTMCell)``
   (other parameter tree).  ``cudnn``:
@@ -211,13 +236,13 @@ def rnn_variant(rnn: str):
   saved = (rnn_kernels.lstm_layer, models.Recurrent)
   try:
     if rnn == "reference":
-      rnn_kernels.lstm_layer = (lambda x, kernel, bias, u, m, unroll=1:
+      rnn_kernels.lstm_layer = (lambda x, kernel, bias, u, m, unroll=1, impl="scan":
                                 rnn_kernels.lstm_scan_reference(x @ kernel + bias, u, m, unroll))
     elif rnn == "flax_cell":
       models.Recurrent = _flax_cell_recurrent()
     elif rnn == "cudnn":
       models.Recurrent = _cudnn_recurrent()
-    elif rnn not in ("custom", "layer"):
+    elif split_rnn(rnn)[0] not in IMPL_VARIANTS:
       raise ValueError(f"--variants: unknown RNN {rnn!r}")
     yield
   finally:
@@ -301,7 +326,7 @@ class JaxVariant:
     from emobed_jax import losses, parallel, train
     self.name = f"{mode}:{rnn}"
     self.mode, self.rnn = mode, rnn
-    self.cfg = core_config(setting)
+    self.cfg = core_config(setting, rnn)
     self.traces = 0
     with rnn_variant(rnn):
       self.model, state = train.create_train_state(self.cfg, jax.random.PRNGKey(seed))
@@ -685,7 +710,7 @@ def eval_rows(b: int, t: int, variants: list[str], torch_backend,
   for rnn in dict.fromkeys(v.split(":")[1] for v in variants):
     if rnn == "flax_cell":
       continue
-    cfg = core_config("mono")
+    cfg = core_config("mono", rnn)
     with rnn_variant(rnn):
       model, state = train.create_train_state(cfg, jax.random.PRNGKey(args["seed"]))
     params = jax.device_get(state.params)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One prepared GPU check of the train/eval benchmark (JAX vs PyTorch), < 4 min.
+# One prepared GPU check: the recurrence kernels, then the train/eval
+# benchmark (JAX vs PyTorch), < 7 min.
 #
 # Run from the repository root on a CUDA machine whose Python already has
 # jax[cuda], flax, optax, numpy, absl-py (and optionally torch with CUDA)
@@ -8,19 +9,24 @@
 #
 #   OUT=/some/dir bash launch/gpu_check.sh
 #
-# It compares, on training shapes B x T = 32x300 and 128x300 (settings mono
-# and emobed) and on evaluation of whole 7501-frame recordings (B=1, 9):
-#   jit:custom  - the project's encoder (time-major, rnn_kernels.lstm_layer),
-#   jit:cudnn   - jax.experimental.rnn.lstm (cuDNN), same parameters,
-#   PyTorch     - nn.LSTM on CUDA (cuDNN), if torch with CUDA imports.
-# Writes $OUT/benchmark.json (rewritten after every row, so a cut-short run
-# keeps what it measured), $OUT/benchmark.txt (the table) and $OUT/env.txt.
+# First launch/check_kernels.py compares --rnn_impl=pallas and wavefront
+# with scan (values and gradients) on this GPU.  Then it compares, on
+# training shapes B x T = 32x300 and 128x300 (settings mono and emobed) and
+# on evaluation of whole 7501-frame recordings (B=1, 9):
+#   jit:scan       - lax.scan loops (rnn_kernels.lstm_layer), unroll 1,
+#   jit:scan_u8    - the same with unroll=8,
+#   jit:pallas     - one Pallas (Triton) kernel per layer and pass,
+#   jit:wavefront_u8 - both layers in one scan (rnn_kernels.lstm_stack), unroll 8,
+#   PyTorch        - nn.LSTM on CUDA (cuDNN), if torch with CUDA imports.
+# Writes $OUT/kernels.txt, $OUT/benchmark.json (rewritten after every row,
+# so a cut-short run keeps what it measured), $OUT/benchmark.txt (the
+# table) and $OUT/env.txt.
 set -uo pipefail
 
 OUT="${OUT:-runs/gpu_check}"
 mkdir -p "$OUT"
 PY="${PYTHON:-python3}"
-LIMIT_S="${LIMIT_S:-225}"   # hard stop for the benchmark itself
+LIMIT_S="${LIMIT_S:-300}"   # hard stop for the benchmark itself
 
 # Import the project from this checkout without putting the repo root on
 # sys.path (./datasets would shadow Hugging Face's `datasets`).
@@ -54,11 +60,15 @@ except Exception as e:  # noqa: BLE001
 EOF
 } | tee "$OUT/env.txt"
 
+timeout --signal=INT --kill-after=10 90 \
+  "$PY" launch/check_kernels.py --shapes=21x50,32x300,9x2000 2>&1 \
+  | grep -v "Unable to initialize backend 'tpu'" | tee "$OUT/kernels.txt"
+
 timeout --signal=INT --kill-after=10 "$LIMIT_S" \
   "$PY" launch/benchmark.py \
     --settings=mono,emobed \
     --shapes=32x300,128x300 \
-    --variants=jit:custom,jit:cudnn \
+    --variants="${VARIANTS:-jit:scan,jit:scan_u8,jit:pallas,jit:wavefront_u8}" \
     --eval_batches=1,9 \
     --eval_repeats=4 \
     --rounds=4 --steps_per_round=5 --warmup=2 \
