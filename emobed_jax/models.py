@@ -127,8 +127,10 @@ class Encoder(nn.Module):
   """Dense -> LayerNorm -> RNN layers (with dropout between), ``[B,T,D]->[B,T,H]``.
 
   The recurrent stack runs time-major (one transpose in, one out).  With
-  ``impl="wavefront"`` the LSTM layers run as one wavefront loop
-  (:func:`rnn_kernels.lstm_stack`, same parameters; no dropout between).
+  ``impl="wavefront"`` the LSTM layers run as one wavefront ``lax.scan``
+  (:func:`rnn_kernels.lstm_stack`, same parameters; no dropout between);
+  ``impl="pallas"`` runs them as one wavefront Pallas kernel per pass when
+  there is no dropout between them, else one Pallas kernel per layer.
   """
   proj_dim: int
   hidden: int
@@ -144,15 +146,18 @@ class Encoder(nn.Module):
     x = nn.LayerNorm(name="norm")(x)
     x = jnp.swapaxes(x, 0, 1)
     m = jnp.swapaxes(mask, 0, 1)[..., None].astype(x.dtype)
-    if self.impl == "wavefront":
-      if self.cell != "lstm" or self.dropout > 0:
-        raise ValueError("Encoder: impl='wavefront' needs an LSTM without dropout, "
-                         f"got cell={self.cell!r}, dropout={self.dropout}")
+    impl = resolve_rnn_impl(self.impl, self.cell, self.hidden)
+    if impl == "wavefront" and (self.cell != "lstm" or self.dropout > 0):
+      raise ValueError("Encoder: impl='wavefront' needs an LSTM without dropout, "
+                       f"got cell={self.cell!r}, dropout={self.dropout}")
+    if impl == "wavefront" or (impl == "pallas" and self.dropout == 0 and self.num_layers > 1):
+      # All layers in one wavefront loop: lax.scan or one Pallas kernel per pass.
       layers = []
       for i in range(self.num_layers):
         layers.append(LSTMParams(self.hidden, name=f"rnn_{i}")(
             x.shape[-1] if i == 0 else self.hidden))
-      x = rnn_kernels.lstm_stack(x, layers, m, self.unroll)
+      x = rnn_kernels.lstm_stack(x, layers, m, self.unroll,
+                                 "pallas" if impl == "pallas" else "scan")
     else:
       for i in range(self.num_layers):
         x = Recurrent(self.hidden, self.cell, self.unroll, time_major=True,

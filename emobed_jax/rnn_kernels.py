@@ -141,6 +141,24 @@ def _shift_in_zero(x):
   return jnp.concatenate([jnp.zeros_like(x[:1]), x[:-1]], axis=0)
 
 
+def _backward_factors(mask, cs, acts):
+  """The backward pass's per-step factors that do not depend on the
+  cotangent (see :func:`_cell_backward`), for all steps at once:
+  ``(a, fk, ci, cf, cg, co)`` ``[T, B, H]`` and ``passthrough [T, B, 1]``."""
+  keep = (mask > 0).astype(acts.dtype)               # [T, B, 1]
+  ai, af, g, ao = _split_gates(acts)
+  i, f, o = 0.5 * ai + 0.5, 0.5 * af + 0.5, 0.5 * ao + 0.5
+  c_prev = _shift_in_zero(cs)
+  tc = jnp.tanh(cs)
+  a = keep * o * (1.0 - tc * tc)
+  fk = keep * f + (1.0 - keep)
+  ci = keep * g * i * (1.0 - i)
+  cf = keep * c_prev * f * (1.0 - f)
+  cg = keep * i * (1.0 - g * g)
+  co = keep * tc * o * (1.0 - o)
+  return a, fk, ci, cf, cg, co, 1.0 - keep
+
+
 def _cell_backward(u, mask, cs, acts, dys, unroll, impl: str = "scan"):
   """Reverse recurrence; returns the gate cotangent ``dz [T, B, 4H]`` (with
   respect to the unscaled pre-activations ``x @ W + b + h @ u``).
@@ -161,18 +179,7 @@ def _cell_backward(u, mask, cs, acts, dys, unroll, impl: str = "scan"):
   two stacked ``[B, H]`` outputs; ``dz`` is rebuilt in bulk afterwards.
   (Computing the factors inside the loop instead was measured 0-10% slower.)
   """
-  keep = (mask > 0).astype(acts.dtype)               # [T, B, 1]
-  ai, af, g, ao = _split_gates(acts)
-  i, f, o = 0.5 * ai + 0.5, 0.5 * af + 0.5, 0.5 * ao + 0.5
-  c_prev = _shift_in_zero(cs)
-  tc = jnp.tanh(cs)
-  a = keep * o * (1.0 - tc * tc)
-  fk = keep * f + (1.0 - keep)
-  ci = keep * g * i * (1.0 - i)
-  cf = keep * c_prev * f * (1.0 - f)
-  cg = keep * i * (1.0 - g * g)
-  co = keep * tc * o * (1.0 - o)
-  passthrough = 1.0 - keep                           # [T, B, 1]
+  a, fk, ci, cf, cg, co, passthrough = _backward_factors(mask, cs, acts)
   if impl == "pallas":
     from emobed_jax import rnn_pallas
     dcs, dhs = rnn_pallas.cell_backward_loop(u, dys, (a, fk, ci, cf, cg, co), passthrough)
@@ -487,14 +494,19 @@ def _stack_bwd(unroll, res, dys):
 _lstm_stack_vjp.defvjp(_stack_fwd, _stack_bwd)
 
 
-def lstm_stack(x, layers, mask, unroll: int = 1):
+def lstm_stack(x, layers, mask, unroll: int = 1, impl: str = "scan"):
   """A stack of LSTM layers on time-major ``x [T, B, P]`` -> ``[T, B, H]``.
 
   ``layers``: a sequence of ``(kernel, bias, u)`` per layer (the parameters
   of :func:`lstm_layer`; every layer has the same ``H``).  Same values as
   applying :func:`lstm_layer` layer after layer (to float rounding), with
-  the layers run as one wavefront recurrence and a hand-written backward.
+  the layers run as one wavefront recurrence and a hand-written backward:
+  ``impl="scan"`` one ``lax.scan`` (block-matrix step, above),
+  ``impl="pallas"`` one Pallas kernel per pass
+  (:func:`rnn_pallas.stack_forward`, for GPUs; ``unroll`` unused).
   """
+  if impl not in LSTM_IMPLS:
+    raise ValueError(f"lstm_stack: impl {impl!r}, expected one of {LSTM_IMPLS}")
   layers = tuple(tuple(l) for l in layers)
   if not layers:
     raise ValueError("lstm_stack: layers is empty; expected at least one (kernel, bias, u)")
@@ -505,4 +517,66 @@ def lstm_stack(x, layers, mask, unroll: int = 1):
       raise ValueError(f"lstm_stack: layer {l} has kernel {k.shape}, bias {bl.shape}, "
                        f"recurrent {u.shape}; expected ({k_in}, {4 * h}), ({4 * h},), "
                        f"({h}, {4 * h}) (input width {x.shape[-1]}, every layer of width {h})")
+  if impl == "pallas":
+    return _pallas_stack_vjp(x, layers, mask)
   return _lstm_stack_vjp(x, layers, mask, unroll)
+
+
+# The same stack with the wavefront loops as Pallas kernels.  Residuals and
+# gradients are per layer and time-aligned (the kernels store each layer's
+# states at its own time index), so the bulk parts are the per-layer ones of
+# ``lstm_layer``.
+
+
+def _pallas_stack_forward(x, layers, mask, store: bool):
+  from emobed_jax import rnn_pallas
+  t, b, p = x.shape
+  h = layers[0][2].shape[0]
+  s = _gate_scale(h, x.dtype)
+  k0, b0, u0 = layers[0]
+  _, bs0 = _scaled(u0, b0)
+  x2 = x.reshape(t * b, p)
+  ks0 = k0 * s
+  x0s = tuple((x2 @ ks0[:, g * h:(g + 1) * h] + bs0[g * h:(g + 1) * h]).reshape(t, b, h)
+              for g in range(4))
+  us = [_scaled(u) for _, _, u in layers]
+  ks = [k * s for k, _, _ in layers[1:]]
+  bs = [_scaled(u, bl)[1] for _, bl, u in layers[1:]]
+  return rnn_pallas.stack_forward(x0s, mask, us, ks, bs, store)
+
+
+@jax.custom_vjp
+def _pallas_stack_vjp(x, layers, mask):
+  return _pallas_stack_forward(x, layers, mask, store=False)
+
+
+def _pallas_stack_fwd(x, layers, mask):
+  per_layer = _pallas_stack_forward(x, layers, mask, store=True)
+  return per_layer[-1][0], (x, layers, mask, per_layer)
+
+
+def _pallas_stack_bwd(res, dys):
+  from emobed_jax import rnn_pallas
+  x, layers, mask, per_layer = res
+  t, b, p = x.shape
+  h = layers[0][2].shape[0]
+  factors, passthrough = [], None
+  for _, cs, acts in per_layer:
+    *f, passthrough = _backward_factors(mask, cs, acts)
+    factors.append(tuple(f))
+  loops = rnn_pallas.stack_backward_loop([u for _, _, u in layers],
+                                         [k for k, _, _ in layers[1:]],
+                                         dys, factors, passthrough)
+  grads, dx = [], None
+  for l, ((dcs, dhs), (a, fk, ci, cf, cg, co), (hs, _, _)) in enumerate(
+      zip(loops, factors, per_layer)):
+    dz = jnp.concatenate([dcs * ci, dcs * cf, dcs * cg, dhs * co], axis=-1).reshape(t * b, 4 * h)
+    du = _shift_in_zero(hs).reshape(t * b, h).T @ dz
+    layer_in = x.reshape(t * b, p) if l == 0 else per_layer[l - 1][0].reshape(t * b, h)
+    grads.append((layer_in.T @ dz, jnp.sum(dz, axis=0), du))
+    if l == 0:
+      dx = (dz @ layers[0][0].T).reshape(t, b, p)
+  return dx, tuple(grads), jnp.zeros_like(mask)
+
+
+_pallas_stack_vjp.defvjp(_pallas_stack_fwd, _pallas_stack_bwd)

@@ -34,6 +34,9 @@ import jax.numpy as jnp
 from jax import lax
 
 BLOCK_B = 16   # rows per program (the smallest M of a Triton dot)
+#: Warps per program (Triton).  A benchmark knob (``--variants=jit:pallas_w1``);
+#: read when a kernel is traced.
+NUM_WARPS = 4
 
 
 def supported(hidden: int) -> bool:
@@ -48,7 +51,7 @@ def _pallas():
 
 def _compiler_params():
   from jax.experimental.pallas import triton as pltriton
-  return pltriton.CompilerParams(num_warps=4, num_stages=1)
+  return pltriton.CompilerParams(num_warps=NUM_WARPS, num_stages=1)
 
 
 def _interpret(interpret: bool | None) -> bool:
@@ -192,3 +195,211 @@ def cell_backward_loop(u, dys, factors, passthrough, interpret: bool | None = No
       name="lstm_backward",
   )(dys, *factors, p, *ut)
   return dcs[:, :b], dhs[:, :b]
+
+
+# ---------------------------------------------------------------------------
+# A stack of layers as one wavefront kernel.
+#
+# At loop step ``k`` layer ``l`` processes time ``t = k - l``: its input, the
+# hidden state of layer ``l - 1`` at time ``t``, is that layer's state from
+# the previous step (still in the carry).  So all layers advance together in
+# ``T + L - 1`` steps of one kernel, and a step's ``4 L`` (forward) or
+# ``4 (2L - 1)`` (backward) small dots are independent of each other.  A
+# layer is masked outside ``0 <= t < T`` (its state holds), and stores only
+# inside it.  Per-layer outputs are time-aligned ``[T, B, H]`` arrays.
+
+
+def _wave_step_mask(m_ref, k, l, steps):
+  t = k - l
+  valid = jnp.logical_and(t >= 0, t < steps)
+  tc = jnp.clip(t, 0, steps - 1)
+  return t, tc, valid
+
+
+def _stack_fwd_kernel(*refs, num_layers: int, store: bool):
+  nl = num_layers
+  x_refs, m_ref = refs[:4], refs[4]
+  w = refs[5:]
+  u_refs = [w[4 * l:4 * l + 4] for l in range(nl)]            # per layer, per gate
+  k_refs = [None] + [w[4 * nl + 4 * (l - 1):4 * nl + 4 * l] for l in range(1, nl)]
+  nb = 4 * nl + 4 * (nl - 1)
+  b_refs = [None] + [w[nb + 4 * (l - 1):nb + 4 * l] for l in range(1, nl)]
+  outs = w[nb + 4 * (nl - 1):]
+  steps, bb, h = x_refs[0].shape
+  us = [[r[...] for r in u_refs[l]] for l in range(nl)]
+  ks = [None] + [[r[...] for r in k_refs[l]] for l in range(1, nl)]
+  bs = [None] + [[r[...][None, :] for r in b_refs[l]] for l in range(1, nl)]
+
+  def body(k, carry):
+    new = []
+    for l in range(nl):
+      c, hprev = carry[2 * l], carry[2 * l + 1]
+      t, tc, valid = _wave_step_mask(m_ref, k, l, steps)
+      pre = []
+      for g in range(4):
+        z = jnp.dot(hprev, us[l][g])
+        if l == 0:
+          z = z + x_refs[g][tc]
+        else:
+          z = z + jnp.dot(carry[2 * l - 1], ks[l][g]) + bs[l][g]
+        pre.append(jnp.tanh(z))
+      ai, af, g_, ao = pre
+      c_new = (0.5 * af + 0.5) * c + (0.5 * ai + 0.5) * g_
+      h_new = (0.5 * ao + 0.5) * jnp.tanh(c_new)
+      keep = jnp.logical_and(valid, m_ref[tc] > 0)[:, None]
+      c_new = jnp.where(keep, c_new, c)
+      h_new = jnp.where(keep, h_new, hprev)
+      new += [c_new, h_new]
+
+      if store:
+        o = outs[6 * l:6 * l + 6]
+
+        @pl_when(valid)
+        def _(o=o, tc=tc, h_new=h_new, c_new=c_new, acts=(ai, af, g_, ao)):
+          o[0][tc] = h_new
+          o[1][tc] = c_new
+          for j in range(4):
+            o[2 + j][tc] = acts[j]
+      elif l == nl - 1:
+        @pl_when(valid)
+        def _(tc=tc, h_new=h_new):
+          outs[0][tc] = h_new
+    return tuple(new)
+
+  zeros = jnp.zeros((bb, h), jnp.float32)
+  lax.fori_loop(0, steps + nl - 1, body, (zeros,) * (2 * nl))
+
+
+def pl_when(cond):
+  return _pallas().when(cond)
+
+
+def _gate_tiles(w, h):
+  return [w[:, k * h:(k + 1) * h].astype(jnp.float32) for k in range(4)]
+
+
+def stack_forward(x0s, mask, us, ks, bs, store: bool, interpret: bool | None = None):
+  """Forward recurrence of an LSTM stack as one wavefront kernel.
+
+  ``x0s``: layer 0's four scaled gate inputs ``[T, B, H]``; ``mask [T, B,
+  1]``; ``us``: every layer's scaled recurrent kernel ``[H, 4H]``; ``ks``,
+  ``bs``: layers 1..L-1's scaled input kernels ``[H, 4H]`` and biases
+  ``[4H]`` (forget bias included).  Returns the last layer's ``ys [T, B,
+  H]`` or, with ``store``, per layer ``(hs, cs, acts [T, B, 4H])``.
+  """
+  pl = _pallas()
+  t, b, h = x0s[0].shape
+  nl = len(us)
+  if not supported(h):
+    raise ValueError(f"rnn_pallas: hidden size {h} is not a power of two >= 16")
+  bp = _padded(b)
+  x0s = [_pad_batch(x.astype(jnp.float32), bp) for x in x0s]
+  m = _pad_batch(mask[..., 0].astype(jnp.float32), bp)
+  weights = [tile for u in us for tile in _gate_tiles(u, h)]
+  weights += [tile for k in ks for tile in _gate_tiles(k, h)]
+  biases = [bl[k * h:(k + 1) * h].astype(jnp.float32) for bl in bs for k in range(4)]
+  seq = pl.BlockSpec((t, BLOCK_B, h), lambda i: (0, i, 0))
+  mspec = pl.BlockSpec((t, BLOCK_B), lambda i: (0, i))
+  wspec = pl.BlockSpec((h, h), lambda i: (0, 0))
+  bspec = pl.BlockSpec((h,), lambda i: (0,))
+  n_out = 6 * nl if store else 1
+  out = pl.pallas_call(
+      functools.partial(_stack_fwd_kernel, num_layers=nl, store=store),
+      out_shape=[jax.ShapeDtypeStruct((t, bp, h), jnp.float32)] * n_out,
+      grid=(bp // BLOCK_B,),
+      in_specs=[seq] * 4 + [mspec] + [wspec] * len(weights) + [bspec] * len(biases),
+      out_specs=[seq] * n_out,
+      compiler_params=_compiler_params(),
+      interpret=_interpret(interpret),
+      name="lstm_stack_forward",
+  )(*x0s, m, *weights, *biases)
+  out = [o[:, :b] for o in out]
+  if not store:
+    return out[0]
+  return [(out[6 * l], out[6 * l + 1], jnp.concatenate(out[6 * l + 2:6 * l + 6], axis=-1))
+          for l in range(nl)]
+
+
+def _stack_bwd_kernel(*refs, num_layers: int):
+  nl = num_layers
+  dy_ref, p_ref = refs[0], refs[1]
+  f_refs = [refs[2 + 6 * l:2 + 6 * l + 6] for l in range(nl)]  # a, fk, ci, cf, cg, co
+  w = refs[2 + 6 * nl:]
+  ut_refs = [w[4 * l:4 * l + 4] for l in range(nl)]
+  kt_refs = [None] + [w[4 * nl + 4 * (l - 1):4 * nl + 4 * l] for l in range(1, nl)]
+  outs = w[4 * nl + 4 * (nl - 1):]
+  steps, bb, h = dy_ref.shape
+  uts = [[r[...] for r in ut_refs[l]] for l in range(nl)]
+  kts = [None] + [[r[...] for r in kt_refs[l]] for l in range(1, nl)]
+  total = steps + nl - 1
+
+  def body(j, carry):
+    k = total - 1 - j
+    dzs, dhs, new_dc = [], [], []
+    for l in range(nl):
+      dc, dh_next = carry[2 * l], carry[2 * l + 1]
+      t, tc, valid = _wave_step_mask(None, k, l, steps)
+      v = valid.astype(jnp.float32)
+      a, fk, ci, cf, cg, co = (r[tc] for r in f_refs[l])
+      dh = dh_next
+      if l == nl - 1:
+        dh = dh + dy_ref[tc] * v
+      dc_new = dc + dh * (a * v)
+      dzs.append((dc_new * (ci * v), dc_new * (cf * v), dc_new * (cg * v), dh * (co * v)))
+      dhs.append(dh)
+      new_dc.append(jnp.where(valid, dc_new * fk, dc_new))
+
+      @pl_when(valid)
+      def _(l=l, tc=tc, dc_new=dc_new, dh=dh):
+        outs[2 * l][tc] = dc_new
+        outs[2 * l + 1][tc] = dh
+    new = []
+    for l in range(nl):
+      t, tc, valid = _wave_step_mask(None, k, l, steps)
+      p = jnp.where(valid, p_ref[tc], 1.0)[:, None]
+      back = dhs[l] * p
+      for g in range(4):
+        back = back + jnp.dot(dzs[l][g], uts[l][g])
+        if l + 1 < nl:
+          back = back + jnp.dot(dzs[l + 1][g], kts[l + 1][g])
+      new += [new_dc[l], back]
+    return tuple(new)
+
+  zeros = jnp.zeros((bb, h), jnp.float32)
+  lax.fori_loop(0, total, body, (zeros,) * (2 * nl))
+
+
+def stack_backward_loop(us, ks, dys, factors, passthrough, interpret: bool | None = None):
+  """The reverse wavefront loop of an LSTM stack.
+
+  ``us``: every layer's (unscaled) recurrent kernel ``[H, 4H]``; ``ks``:
+  layers 1..L-1's input kernels ``[H, 4H]``; ``dys [T, B, H]`` the last
+  layer's output cotangent; ``factors``: per layer ``(a, fk, ci, cf, cg, co)``
+  (``rnn_kernels._backward_factors``), time-aligned ``[T, B, H]``;
+  ``passthrough [T, B, 1]``.  Returns per layer ``(dc, dh)`` stacks.
+  """
+  pl = _pallas()
+  t, b, h = dys.shape
+  nl = len(us)
+  bp = _padded(b)
+  dys = _pad_batch(dys.astype(jnp.float32), bp)
+  flat = [_pad_batch(jnp.broadcast_to(f, (t, b, h)).astype(jnp.float32), bp)
+          for fs in factors for f in fs]
+  p = _pad_batch(passthrough[..., 0].astype(jnp.float32), bp, value=1.0)
+  weights = [tile.T for u in us for tile in _gate_tiles(u, h)]
+  weights += [tile.T for k in ks for tile in _gate_tiles(k, h)]
+  seq = pl.BlockSpec((t, BLOCK_B, h), lambda i: (0, i, 0))
+  mspec = pl.BlockSpec((t, BLOCK_B), lambda i: (0, i))
+  wspec = pl.BlockSpec((h, h), lambda i: (0, 0))
+  out = pl.pallas_call(
+      functools.partial(_stack_bwd_kernel, num_layers=nl),
+      out_shape=[jax.ShapeDtypeStruct((t, bp, h), jnp.float32)] * (2 * nl),
+      grid=(bp // BLOCK_B,),
+      in_specs=[seq, mspec] + [seq] * len(flat) + [wspec] * len(weights),
+      out_specs=[seq] * (2 * nl),
+      compiler_params=_compiler_params(),
+      interpret=_interpret(interpret),
+      name="lstm_stack_backward",
+  )(dys, p, *flat, *weights)
+  out = [o[:, :b] for o in out]
+  return [(out[2 * l], out[2 * l + 1]) for l in range(nl)]

@@ -252,6 +252,9 @@ def evaluate_recordings(p_eval, params, recordings, full_labels, data_cfg, num_d
 
 #: Fields of the resolved config that are read off the data, not chosen.
 _DERIVED = ("target_dim", "aux_dim", "num_outputs", "task")
+#: Model fields that change how the step runs, not its values or parameters
+#: (a run may resume with another, e.g. trained on a GPU, resumed on a CPU).
+_EXECUTION_ONLY = ("unroll", "rnn_impl")
 
 
 def _first_difference(a, b, prefix="") -> str:
@@ -273,6 +276,9 @@ def _check_same_run(workdir: Path, config) -> None:
   new = writers._jsonable(to_dict(config))
   for k in _DERIVED:
     new["core"]["task"][k] = old.get("core", {}).get("task", {}).get(k)
+  for k in _EXECUTION_ONLY:   # how the recurrence runs, not what it computes
+    for cfg in (old, new):
+      cfg.get("core", {}).get("model", {}).pop(k, None)
   if old != new:
     raise RunError(f"--workdir={workdir} holds a run with another config "
                    f"({_first_difference(old, new)}); use a new --workdir to start a "

@@ -82,7 +82,8 @@ _VARIANTS = flags.DEFINE_list(
     "variants", ["pmap:custom"],
     "JAX variants MODE:RNN, MODE in {pmap, shmap, jit}, RNN in {custom, scan, "
     "pallas, wavefront, auto, reference, flax_cell, layer, cudnn} (scan, pallas, "
-    "wavefront, auto: optional _u<N> suffix for unroll=N).")
+    "wavefront, auto: optional _u<N> suffix for unroll=N, _w<N> for N warps per "
+    "Pallas program).")
 _DEVICES = flags.DEFINE_integer(
     "devices", 0, "CPU: number of host devices to create (0 = number of usable "
     "cores). Ignored on GPU (the real devices are used).")
@@ -196,21 +197,31 @@ IMPL_VARIANTS = {"custom": "scan", "layer": "scan", "scan": "scan", "pallas": "p
                  "wavefront": "wavefront", "auto": "auto"}
 
 
-def split_rnn(rnn: str) -> tuple[str, int]:
-  """``"scan_u8"`` -> ``("scan", 8)``; no suffix -> unroll 1."""
-  base, _, u = rnn.partition("_u")
-  if u:
-    if not u.isdigit() or base not in IMPL_VARIANTS:
-      raise ValueError(f"--variants: bad RNN {rnn!r} (expected e.g. scan_u8)")
-    return base, int(u)
-  return rnn, 1
+def split_rnn(rnn: str) -> tuple[str, int, int]:
+  """``"scan_u8"`` -> ``("scan", 8, 4)``, ``"pallas_w1"`` -> ``("pallas", 1, 1)``:
+  the base name, unroll (``_u<N>``, default 1) and Pallas warps per program
+  (``_w<N>``, default ``rnn_pallas.NUM_WARPS``' default 4)."""
+  if rnn in ("reference", "flax_cell", "cudnn"):   # module swaps, no suffixes
+    return rnn, 1, 4
+  base, *suffixes = rnn.split("_")
+  unroll, warps = 1, 4
+  for suf in suffixes:
+    if suf[:1] == "u" and suf[1:].isdigit():
+      unroll = int(suf[1:])
+    elif suf[:1] == "w" and suf[1:].isdigit():
+      warps = int(suf[1:])
+    else:
+      raise ValueError(f"--variants: bad RNN {rnn!r} (expected e.g. scan_u8 or pallas_w1)")
+  if suffixes and base not in IMPL_VARIANTS:
+    raise ValueError(f"--variants: {rnn!r}: suffixes apply to {sorted(IMPL_VARIANTS)}")
+  return base, unroll, warps
 
 
 def core_config(setting: str, rnn: str = "custom"):
   """The benchmarked config; ``rnn`` picks ``rnn_impl``/``unroll`` for the
   shipped-model variants (others swap modules, see :func:`rnn_variant`)."""
   from emobed_jax.config import CoreConfig, ModelConfig, TaskConfig
-  base, unroll = split_rnn(rnn)
+  base, unroll, _ = split_rnn(rnn)
   impl = IMPL_VARIANTS.get(base, "scan")
   return CoreConfig(model=ModelConfig(rnn_impl=impl, unroll=unroll),
                     task=TaskConfig(setting=setting)).validate()
@@ -225,16 +236,18 @@ def rnn_variant(rnn: str):
   the same (the name under which PERF_NOTES idea 12 measured it before it
   became the default).  ``pallas``, ``wavefront``, ``auto``: the shipped
   model with that ``rnn_impl`` (:func:`core_config`); any of these with
-  ``_u<N>`` runs with ``unroll=N``.  ``reference``: ``lstm_layer`` replaced by
+  ``_u<N>`` runs with ``unroll=N``; ``_w<N>`` runs the Pallas kernels with
+  N warps per program.  ``reference``: ``lstm_layer`` replaced by
   a Dense projection + autodiff ``lstm_scan_reference``.
   ``flax_cell``: ``models.Recurrent`` replaced by ``nn.RNN(OptimizedLSTMCell)``
   (other parameter tree).  ``cudnn``:
   ``models.Recurrent`` replaced by ``jax.experimental.rnn.lstm`` with the
   same parameter tree (GPU only).
   """
-  from emobed_jax import models, rnn_kernels
-  saved = (rnn_kernels.lstm_layer, models.Recurrent)
+  from emobed_jax import models, rnn_kernels, rnn_pallas
+  saved = (rnn_kernels.lstm_layer, models.Recurrent, rnn_pallas.NUM_WARPS)
   try:
+    rnn_pallas.NUM_WARPS = split_rnn(rnn)[2]
     if rnn == "reference":
       rnn_kernels.lstm_layer = (lambda x, kernel, bias, u, m, unroll=1, impl="scan":
                                 rnn_kernels.lstm_scan_reference(x @ kernel + bias, u, m, unroll))
@@ -246,7 +259,7 @@ def rnn_variant(rnn: str):
       raise ValueError(f"--variants: unknown RNN {rnn!r}")
     yield
   finally:
-    rnn_kernels.lstm_layer, models.Recurrent = saved
+    rnn_kernels.lstm_layer, models.Recurrent, rnn_pallas.NUM_WARPS = saved
 
 
 def _flax_cell_recurrent():
@@ -653,12 +666,18 @@ def train_rows(setting: str, b: int, t: int, variants: list[str], torch_backend,
   :class:`TorchLocal` or None (JAX only)."""
   import bench_torch
   batch = synthetic_batch(b, t, setting, seed=args["seed"])
-  jvs, first_losses, compile_s = [], {}, {}
+  jvs, first_losses, compile_s, failed = [], {}, {}, []
   for v in variants:
     mode, rnn = v.split(":")
-    jv = JaxVariant(setting, batch, mode, rnn, seed=args["seed"])
-    first_losses[jv.name], compile_s[jv.name] = first_two_steps(jv)
+    try:
+      jv = JaxVariant(setting, batch, mode, rnn, seed=args["seed"])
+      first_losses[jv.name], compile_s[jv.name] = first_two_steps(jv)
+    except Exception as e:  # one broken variant must not lose the others' rows
+      failed.append(failed_row("train", setting, b, t, v, e))
+      continue
     jvs.append(jv)
+  if not jvs:
+    return failed
   runners: dict[str, Any] = {jv.name: jv.step for jv in jvs}
   tr, torch_losses = torch_backend, None
   if tr is not None:
@@ -686,7 +705,15 @@ def train_rows(setting: str, b: int, t: int, variants: list[str], torch_backend,
                  peak_rss_mb_torch=tr.peak_rss_mb(), **equiv.get(jv.name, {}))
     row["peak_rss_mb"] = peak_rss_mb()
     rows.append(row)
-  return rows
+  return rows + failed
+
+
+def failed_row(kind: str, setting: str, b: int, t: int, variant: str, e: Exception):
+  """The row of a variant that raised: printed now, reported in the table and
+  the JSON, and makes the run exit 1 at the end."""
+  msg = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+  print(f"  {kind} {setting} B={b} T={t} {variant}: FAILED: {msg}", flush=True)
+  return dict(kind=kind, setting=setting, B=b, T=t, variant=variant, error=msg)
 
 
 def eval_rows(b: int, t: int, variants: list[str], torch_backend,
@@ -706,40 +733,18 @@ def eval_rows(b: int, t: int, variants: list[str], torch_backend,
     mode = "pmap" if len(devices) > 1 and b >= len(devices) else "jit"
   n = len(devices) if mode == "pmap" else 1
   runners: dict[str, Any] = {}
-  outputs, firsts, params = {}, {}, None
+  outputs, firsts, params, failed = {}, {}, None, []
   for rnn in dict.fromkeys(v.split(":")[1] for v in variants):
     if rnn == "flax_cell":
       continue
-    cfg = core_config("mono", rnn)
-    with rnn_variant(rnn):
-      model, state = train.create_train_state(cfg, jax.random.PRNGKey(args["seed"]))
-    params = jax.device_get(state.params)
-
-    def eval_fn(p, xx, mm, model=model, rnn=rnn):
-      with rnn_variant(rnn):
-        return train.eval_step(p, xx, mm, model=model)
-
-    if mode == "pmap":
-      from jax.sharding import NamedSharding, PartitionSpec
-      pad = -b % n
-      xp = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)]) if pad else x
-      mp = np.concatenate([mask, np.zeros((pad,) + mask.shape[1:], mask.dtype)]) if pad else mask
-      fn = parallel.pmap_eval_step(eval_fn, devices=devices)
-      sh = NamedSharding(parallel.local_mesh(devices), PartitionSpec(parallel.AXIS))
-      p_dev = parallel.replicate(params, devices)
-      xs = jax.device_put(parallel.shard_batch({"x": xp}, n)["x"], sh)
-      ms = jax.device_put(parallel.shard_batch({"m": mp}, n)["m"], sh)
-      unshard = lambda y: np.asarray(y).reshape((-1,) + y.shape[2:])[:b]  # noqa: E731
-    else:
-      fn = jax.jit(eval_fn)
-      p_dev, xs, ms = jax.device_put((params, x, mask), devices[0])
-      unshard = np.asarray
-    run = (lambda fn=fn, p_dev=p_dev, xs=xs, ms=ms:
-           jax.block_until_ready(fn(p_dev, xs, ms)))
-    t0 = time.perf_counter()
-    outputs[rnn] = unshard(run())
-    firsts[rnn] = time.perf_counter() - t0
-    runners[rnn] = run
+    try:
+      run, out, first, params = _eval_runner(rnn, x, mask, b, mode, n, devices, args)
+    except Exception as e:  # one broken variant must not lose the others' rows
+      failed.append(failed_row("eval", "target branch", b, t, f"{mode}:{rnn}", e))
+      continue
+    outputs[rnn], firsts[rnn], runners[rnn] = out, first, run
+  if not runners:
+    return failed
   diffs = {}
   if torch_backend is not None:
     y_t = torch_backend.eval(x, params)
@@ -764,7 +769,46 @@ def eval_rows(b: int, t: int, variants: list[str], torch_backend,
                  max_abs_diff=diffs[rnn], peak_rss_mb_torch=torch_backend.peak_rss_mb())
     row["peak_rss_mb"] = peak_rss_mb()
     rows.append(row)
-  return rows
+  return rows + failed
+
+
+def _eval_runner(rnn: str, x, mask, b: int, mode: str, n: int, devices, args):
+  """The target branch of variant ``rnn`` placed and run once: (runner,
+  outputs, first-call seconds, params)."""
+  import jax
+  import numpy as np
+  from emobed_jax import parallel, train
+  cfg = core_config("mono", rnn)
+  with rnn_variant(rnn):
+    model, state = train.create_train_state(cfg, jax.random.PRNGKey(args["seed"]))
+  params = jax.device_get(state.params)
+
+  def eval_fn(p, xx, mm):
+    with rnn_variant(rnn):
+      return train.eval_step(p, xx, mm, model=model)
+
+  if mode == "pmap":
+    from jax.sharding import NamedSharding, PartitionSpec
+    pad = -b % n
+    xp = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)]) if pad else x
+    mp = np.concatenate([mask, np.zeros((pad,) + mask.shape[1:], mask.dtype)]) if pad else mask
+    fn = parallel.pmap_eval_step(eval_fn, devices=devices)
+    sh = NamedSharding(parallel.local_mesh(devices), PartitionSpec(parallel.AXIS))
+    p_dev = parallel.replicate(params, devices)
+    xs = jax.device_put(parallel.shard_batch({"x": xp}, n)["x"], sh)
+    ms = jax.device_put(parallel.shard_batch({"m": mp}, n)["m"], sh)
+    unshard = lambda y: np.asarray(y).reshape((-1,) + y.shape[2:])[:b]  # noqa: E731
+  else:
+    fn = jax.jit(eval_fn)
+    p_dev, xs, ms = jax.device_put((params, x, mask), devices[0])
+    unshard = np.asarray
+
+  def run():
+    return jax.block_until_ready(fn(p_dev, xs, ms))
+
+  t0 = time.perf_counter()
+  out = unshard(run())
+  return run, out, time.perf_counter() - t0, params
 
 
 # ---------------------------------------------------------------------------
@@ -847,6 +891,8 @@ def main(argv):
       new = train_rows(setting, b, t, variants, torch_backend, args)
       rows += new
       for r in new:
+        if "error" in r:
+          continue
         print(f"  {setting} B={b} T={t} {r['variant']}: JAX {r['fps_jax']:.0f} fr/s"
               + (f", PyTorch {r['fps_torch']:.0f} fr/s, ratio {r['ratio']:.2f}"
                  if "fps_torch" in r else ""), flush=True)
@@ -855,11 +901,18 @@ def main(argv):
     new = eval_rows(int(b), _EVAL_LEN.value, variants, torch_backend, args)
     rows += new
     for r in new:
+      if "error" in r:
+        continue
       print(f"  eval B={b} T={_EVAL_LEN.value} {r['variant']}: JAX {r['fps_jax']:.0f} fr/s"
             + (f", PyTorch {r['fps_torch']:.0f} fr/s, ratio {r['ratio']:.2f}"
                if "fps_torch" in r else ""), flush=True)
     save()
-  pipe = pipeline_rows()
+  import importlib.util
+  pipe = []
+  if importlib.util.find_spec("grain") is not None:
+    pipe = pipeline_rows()
+  else:
+    print("input pipeline: not measured (grain is not installed here)")
   print()
   print(format_table(rows))
   print()
@@ -874,11 +927,15 @@ def main(argv):
         f"(training = 3x forward) / measured {_PEAK_SIZE.value}^2 matmul peak "
         f"({peak:.0f} GFLOP/s); cores = CPU seconds / wall seconds; "
         "peak RSS = the JAX process so far (PyTorch's: peak_rss_mb_torch in the JSON).")
+  errors = [r for r in rows if "error" in r]
+  for r in errors:
+    print(f"FAILED: {r['kind']} {r['setting']} B={r['B']} T={r['T']} {r['variant']}: {r['error']}")
   if out is not None:
     save(pipe)
     print(f"JSON: {out}")
   if torch_backend is not None:
     torch_backend.close()
+  return 1 if errors else 0
 
 
 if __name__ == "__main__":

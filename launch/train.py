@@ -66,7 +66,11 @@ F.DEFINE_integer("proj_dim", 64, "Input projection width.")
 F.DEFINE_float("dropout", 0.0, "Dropout after each recurrent layer.")
 F.DEFINE_integer("head_hidden", 32, "Hidden width of the head.")
 F.DEFINE_integer("embed_dim", 32, "Embedding width.")
-F.DEFINE_integer("unroll", 1, "Unrolling of the recurrence scan.")
+F.DEFINE_integer("unroll", 1, "Unrolling of the recurrence scan (scan and wavefront impls).")
+F.DEFINE_enum("rnn_impl", "auto", ["auto", "scan", "pallas", "wavefront"],
+              "How the LSTM recurrence runs (same values and parameters either way): "
+              "auto = pallas on a GPU (one Pallas kernel per pass), scan elsewhere; "
+              "see PERF_NOTES.md.")
 # Optimisation and loop.
 F.DEFINE_enum("optimizer", "adam", ["adam", "adamw", "sgd"], "Optimiser.")
 F.DEFINE_float("learning_rate", 1e-3, "Learning rate.")
@@ -149,7 +153,7 @@ def build_config():
       model=C.ModelConfig(rnn=FLAGS.rnn, num_layers=FLAGS.num_layers, hidden=FLAGS.hidden,
                           proj_dim=FLAGS.proj_dim, dropout=FLAGS.dropout,
                           head_hidden=FLAGS.head_hidden, embed_dim=FLAGS.embed_dim,
-                          unroll=FLAGS.unroll),
+                          unroll=FLAGS.unroll, rnn_impl=FLAGS.rnn_impl),
       loss=C.LossConfig(lambda_aux=FLAGS.lambda_aux, lambda_tri=FLAGS.lambda_tri,
                         margin=FLAGS.margin, mining=FLAGS.mining, symmetric=FLAGS.symmetric,
                         num_bins=FLAGS.num_bins, triplet_segment=FLAGS.triplet_segment),

@@ -7,6 +7,9 @@ the Pallas kernels themselves.  On CPU the Pallas kernels run in interpret
 mode (~1 s a call), so the shapes are tiny.
 """
 
+import dataclasses
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -208,14 +211,15 @@ def test_lstm_layer_rejects_unknown_impl():
 # lstm_stack (wavefront).
 
 
+@pytest.mark.parametrize("impl", ["scan", "pallas"])
 @pytest.mark.parametrize("num_layers,t,b,p,unroll", [(1, 7, 3, 5, 1), (2, 12, 5, 4, 1),
                                                      (3, 20, 4, 6, 1), (2, 8, 17, 16, 3)])
-def test_lstm_stack_matches_layer_by_layer_reference(num_layers, t, b, p, unroll):
+def test_lstm_stack_matches_layer_by_layer_reference(num_layers, t, b, p, unroll, impl):
   x, layers, mask, r = _stack_inputs(num_layers * 10 + t, t, b, p, H, num_layers,
                                      holes=[(2, 0), (3, 2)])
 
   def stack(x, layers, mask):
-    return rnn_kernels.lstm_stack(x, layers, mask, unroll)
+    return rnn_kernels.lstm_stack(x, layers, mask, unroll, impl)
 
   ys = stack(x, layers, mask)
   assert ys.shape == (t, b, H)
@@ -258,6 +262,8 @@ def test_lstm_stack_rejects_mismatched_widths():
 IMPLS = {
     "pallas": _layer_by_layer("pallas"),
     "wavefront": lambda x, layers, mask: rnn_kernels.lstm_stack(x, layers, mask),
+    "pallas_wavefront": lambda x, layers, mask: rnn_kernels.lstm_stack(x, layers, mask,
+                                                                        impl="pallas"),
 }
 
 
@@ -440,3 +446,62 @@ def test_rnn_impl_config_errors_name_the_flag(kw, flag):
     ModelConfig(**kw).validate()
   with pytest.raises(ConfigError, match="^" + flag):
     small_config("mono").replace(model=kw)
+
+
+def test_encoder_pallas_with_dropout_runs_per_layer_kernels():
+  """With dropout between layers, impl='pallas' runs one kernel per layer
+  (no wavefront); with the same dropout rng it equals scan."""
+  rs = np.random.RandomState(5)
+  x = jnp.asarray(rs.randn(3, 9, 5).astype(np.float32))
+  mask = jnp.asarray(models.sequence_mask(np.array([9, 4, 1]), 9))
+  outs = {}
+  for impl in ("scan", "pallas"):
+    model = _encoder(impl, 2, dropout=0.3)
+    params = model.init(jax.random.PRNGKey(0), x, mask)
+    outs[impl] = np.asarray(model.apply(params, x, mask, train=True,
+                                        rngs={"dropout": jax.random.PRNGKey(1)}))
+  assert np.any(outs["scan"] == 0.0)   # dropout did drop
+  np.testing.assert_allclose(outs["pallas"], outs["scan"], rtol=1e-5, atol=1e-6)
+
+
+def test_lstm_stack_rejects_unknown_impl():
+  x, layers, mask, _ = _stack_inputs(3, 6, 2, 4, H, 2)
+  with pytest.raises(ValueError, match="impl"):
+    rnn_kernels.lstm_stack(x, layers, mask, impl="cudnn")
+
+
+# ---------------------------------------------------------------------------
+# Runs: rnn_impl/unroll are execution choices, not part of a run's identity.
+
+
+def test_a_run_resumes_with_another_rnn_impl(tmp_path):
+  """A workdir trained with one rnn_impl/unroll (say pallas on a GPU) may be
+  resumed with another (scan on a CPU); any other model change is refused.
+  Configs written before rnn_impl existed (no such key) are accepted too."""
+  import json
+  from emobed_jax import train, writers
+  from emobed_jax.config import RunConfig, to_dict
+  run = RunConfig().validate()
+  gpu = dataclasses.replace(run, core=run.core.replace(model=dict(rnn_impl="pallas", unroll=8)))
+  writers.write_json(tmp_path / "config.json", writers._jsonable(to_dict(gpu)))
+  train._check_same_run(tmp_path, run)            # scan/auto, unroll 1: same run
+  old = json.loads((tmp_path / "config.json").read_text())
+  del old["core"]["model"]["rnn_impl"]            # a config from before rnn_impl
+  (tmp_path / "config.json").write_text(json.dumps(old))
+  train._check_same_run(tmp_path, run)
+  other = dataclasses.replace(run, core=run.core.replace(model=dict(hidden=32)))
+  with pytest.raises(train.RunError, match="another config"):
+    train._check_same_run(tmp_path, other)
+
+
+def test_train_flag_choices_match_the_config():
+  """launch/train.py's --rnn_impl choices are config.RNN_IMPLS."""
+  import ast
+  from emobed_jax.config import RNN_IMPLS
+  src = (Path(__file__).resolve().parents[1] / "launch" / "train.py").read_text()
+  calls = [n for n in ast.walk(ast.parse(src)) if isinstance(n, ast.Call)
+           and getattr(n.func, "attr", "") == "DEFINE_enum" and n.args
+           and getattr(n.args[0], "value", None) == "rnn_impl"]
+  assert len(calls) == 1
+  assert calls[0].args[1].value == "auto"
+  assert tuple(ast.literal_eval(calls[0].args[2])) == RNN_IMPLS
