@@ -56,8 +56,13 @@ class Predictor:
     return input_pipeline.upsample(pred, d.frame_step, features.shape[0])
 
 
-def load_predictor(workdir: str | Path, *, best: bool = True) -> Predictor:
+def load_predictor(workdir: str | Path, *, best: bool = True,
+                   rnn_impl: str = "auto") -> Predictor:
   """The target branch of a run's best (or latest) checkpoint.
+
+  ``rnn_impl``: how the recurrence runs here (``ModelConfig.rnn_impl``; the
+  run's own choice is ignored, it does not change values: a run trained
+  with Pallas kernels on a GPU predicts with ``scan`` on a CPU).
 
   Raises:
     FileNotFoundError: the workdir lacks config.json, stats.json or a checkpoint.
@@ -67,7 +72,9 @@ def load_predictor(workdir: str | Path, *, best: bool = True) -> Predictor:
     if not (workdir / name).is_file():
       raise FileNotFoundError(f"{workdir / name}: not found; expected a workdir written "
                               "by launch/train.py")
-  config = from_dict(RunConfig, writers.read_json(workdir / "config.json")).validate()
+  config = from_dict(RunConfig, writers.read_json(workdir / "config.json"))
+  config = dataclasses.replace(
+      config, core=config.core.replace(model=dict(rnn_impl=rnn_impl))).validate()
   stats = writers.read_json(workdir / "stats.json")
   model, template = train.create_train_state(config.core, jax.random.PRNGKey(0))
   ckpt = checkpoint.Checkpointer(workdir / "checkpoints", async_save=False)

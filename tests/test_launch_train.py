@@ -57,6 +57,14 @@ def test_main_job_writes_the_contract_files_and_does_not_redo(demo_dir, tmp_path
   assert cfg["core"]["task"]["target_dim"] == 176 and cfg["core"]["task"]["aux_dim"] == 336
   # The target branch alone, loaded from the workdir, reproduces the metrics.
   check_predictor_reproduces_results(wd, demo_dir, r)
+  # How the recurrence ran is not part of the run: a run that says it was
+  # trained with Pallas kernels (on a GPU) predicts here with scan, and the
+  # same command still finds the run finished.
+  cfg["core"]["model"].update(rnn_impl="pallas", unroll=8)
+  (wd / "config.json").write_text(json.dumps(cfg))
+  from emobed_jax import predict
+  assert predict.load_predictor(wd).config.core.model.rnn_impl == "auto"
+  check_predictor_reproduces_results(wd, demo_dir, r)
   # A second run of the same command does nothing but report.
   before = (wd / "results.json").stat().st_mtime_ns
   p2 = run(args)
@@ -205,6 +213,10 @@ def test_missing_recola_says_where_it_looked_and_how_to_get_it(tmp_path):
     (["--margin=0"], "--margin"),
     (["--batch_size=7", "--cpu_devices=2"], "--batch_size"),
     (["--aux_modality=audio"], "--aux_modality"),
+    (["--rnn_impl=pallas"], "--rnn_impl=pallas"),          # no GPU here
+    (["--rnn_impl=pallas", "--hidden=48"], "--hidden"),
+    (["--rnn_impl=wavefront", "--dropout=0.1"], "--dropout"),
+    (["--rnn_impl=cudnn"], "--rnn_impl"),
 ])
 def test_bad_flags_are_named(flags_, needle, demo_dir, tmp_path):
   p = run(["--flagfile=demo.flags", f"--data_dir={demo_dir}", f"--workdir={tmp_path / 'wd'}",
