@@ -96,6 +96,16 @@ def _gate_scale(h, dtype):
   return jnp.concatenate([jnp.full((h,), s, dtype) for s in _SIG_SCALE])
 
 
+def cell_update(ai, af, g, ao, c, hprev, keep):
+  """One LSTM state update from the gates' ``tanh`` activations (tanh form:
+  ``sigmoid(z) = (1 + tanh(z/2)) / 2``); where ``keep`` is false the state
+  holds.  Returns ``(c_new, h_new)``.  Shared by every implementation (the
+  Pallas kernels too)."""
+  c_new = (0.5 * af + 0.5) * c + (0.5 * ai + 0.5) * g
+  h_new = (0.5 * ao + 0.5) * jnp.tanh(c_new)
+  return jnp.where(keep, c_new, c), jnp.where(keep, h_new, hprev)
+
+
 def _cell_scan(xs, us, mask, unroll, store: bool, impl: str = "scan"):
   """The forward recurrence on per-gate inputs ``xs = (xi, xf, xg, xo)``
   (``[T, B, H]`` each, already scaled: 1/2 on the sigmoid gates, the forget
@@ -122,11 +132,7 @@ def _cell_scan(xs, us, mask, unroll, store: bool, impl: str = "scan"):
     af = jnp.tanh(xf + z[:, h:2 * h])
     g = jnp.tanh(xg + z[:, 2 * h:3 * h])
     ao = jnp.tanh(xo + z[:, 3 * h:])
-    c_new = (0.5 * af + 0.5) * c + (0.5 * ai + 0.5) * g
-    h_new = (0.5 * ao + 0.5) * jnp.tanh(c_new)
-    keep = mt > 0
-    c_new = jnp.where(keep, c_new, c)
-    h_new = jnp.where(keep, h_new, hprev)
+    c_new, h_new = cell_update(ai, af, g, ao, c, hprev, mt > 0)
     if store:
       return (c_new, h_new), (h_new, c_new, jnp.concatenate([ai, af, g, ao], axis=-1))
     return (c_new, h_new), h_new
@@ -145,8 +151,13 @@ def _backward_factors(mask, cs, acts):
   """The backward pass's per-step factors that do not depend on the
   cotangent (see :func:`_cell_backward`), for all steps at once:
   ``(a, fk, ci, cf, cg, co)`` ``[T, B, H]`` and ``passthrough [T, B, 1]``."""
-  keep = (mask > 0).astype(acts.dtype)               # [T, B, 1]
-  ai, af, g, ao = _split_gates(acts)
+  return _gate_factors(mask, cs, *_split_gates(acts))
+
+
+def _gate_factors(mask, cs, ai, af, g, ao):
+  """:func:`_backward_factors` from the gates' ``tanh`` activations; any
+  layout whose leading axis is time (the wavefront's ``[K, B, L, H]`` too)."""
+  keep = (mask > 0).astype(cs.dtype)
   i, f, o = 0.5 * ai + 0.5, 0.5 * af + 0.5, 0.5 * ao + 0.5
   c_prev = _shift_in_zero(cs)
   tc = jnp.tanh(cs)
@@ -411,12 +422,8 @@ def _stack_forward(x, layers, mask, unroll, store: bool):
     z = (hprev.reshape(b, nl * h) @ w).reshape(b, 4, nl, h)
     pre = z + bias + jnp.pad(xt[:, :, None, :], ((0, 0), (0, 0), (0, nl - 1), (0, 0)))
     acts = jnp.tanh(pre)
-    ai, af, g, ao = acts[:, 0], acts[:, 1], acts[:, 2], acts[:, 3]
-    c_new = (0.5 * af + 0.5) * c + (0.5 * ai + 0.5) * g
-    h_new = (0.5 * ao + 0.5) * jnp.tanh(c_new)
-    keep = mt > 0
-    c_new = jnp.where(keep, c_new, c)
-    h_new = jnp.where(keep, h_new, hprev)
+    c_new, h_new = cell_update(acts[:, 0], acts[:, 1], acts[:, 2], acts[:, 3], c, hprev,
+                               mt > 0)
     if store:
       return (c_new, h_new), (h_new, c_new, acts)
     return (c_new, h_new), h_new[:, nl - 1]
@@ -444,18 +451,9 @@ def _stack_bwd(unroll, res, dys):
   t, b, p = x.shape
   nl = len(layers)
   h = layers[0][2].shape[0]
-  keep = (mw > 0).astype(acts.dtype)                 # [K, B, L, 1]
-  ai, af, g, ao = acts[:, :, 0], acts[:, :, 1], acts[:, :, 2], acts[:, :, 3]
-  i, f, o = 0.5 * ai + 0.5, 0.5 * af + 0.5, 0.5 * ao + 0.5
-  c_prev = _shift_in_zero(cs)
-  tc = jnp.tanh(cs)
-  a = keep * o * (1.0 - tc * tc)
-  fk = keep * f + (1.0 - keep)
-  ci = keep * g * i * (1.0 - i)
-  cf = keep * c_prev * f * (1.0 - f)
-  cg = keep * i * (1.0 - g * g)
-  co = keep * tc * o * (1.0 - o)
-  passthrough = 1.0 - keep
+  # [K, B, L, H] factors (the wave mask mw [K, B, L, 1]).
+  a, fk, ci, cf, cg, co, passthrough = _gate_factors(
+      mw, cs, acts[:, :, 0], acts[:, :, 1], acts[:, :, 2], acts[:, :, 3])
   wt = _block_matrix(layers, jnp.ones((4 * h,), x.dtype)).T   # [4LH, LH]
   dyw = jnp.pad(dys, ((nl - 1, 0), (0, 0), (0, 0)))           # [K, B, H]
 
@@ -568,7 +566,7 @@ def _pallas_stack_bwd(res, dys):
                                          [k for k, _, _ in layers[1:]],
                                          dys, factors, passthrough)
   grads, dx = [], None
-  for l, ((dcs, dhs), (a, fk, ci, cf, cg, co), (hs, _, _)) in enumerate(
+  for l, ((dcs, dhs), (_, _, ci, cf, cg, co), (hs, _, _)) in enumerate(
       zip(loops, factors, per_layer)):
     dz = jnp.concatenate([dcs * ci, dcs * cf, dcs * cg, dhs * co], axis=-1).reshape(t * b, 4 * h)
     du = _shift_in_zero(hs).reshape(t * b, h).T @ dz

@@ -33,6 +33,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from emobed_jax import rnn_kernels
+
 BLOCK_B = 16   # rows per program (the smallest M of a Triton dot)
 #: Warps per program (Triton).  A benchmark knob (``--variants=jit:pallas_w1``);
 #: read when a kernel is traced.
@@ -88,11 +90,7 @@ def _fwd_kernel(xi_ref, xf_ref, xg_ref, xo_ref, m_ref, ui_ref, uf_ref, ug_ref, u
     af = jnp.tanh(xf_ref[t] + jnp.dot(hprev, uf))
     g = jnp.tanh(xg_ref[t] + jnp.dot(hprev, ug))
     ao = jnp.tanh(xo_ref[t] + jnp.dot(hprev, uo))
-    c_new = (0.5 * af + 0.5) * c + (0.5 * ai + 0.5) * g
-    h_new = (0.5 * ao + 0.5) * jnp.tanh(c_new)
-    keep = m_ref[t][:, None] > 0
-    c_new = jnp.where(keep, c_new, c)
-    h_new = jnp.where(keep, h_new, hprev)
+    c_new, h_new = rnn_kernels.cell_update(ai, af, g, ao, c, hprev, m_ref[t][:, None] > 0)
     out_refs[0][t] = h_new
     if store:
       out_refs[1][t] = c_new
@@ -209,7 +207,7 @@ def cell_backward_loop(u, dys, factors, passthrough, interpret: bool | None = No
 # inside it.  Per-layer outputs are time-aligned ``[T, B, H]`` arrays.
 
 
-def _wave_step_mask(m_ref, k, l, steps):
+def _wave_step_mask(k, l, steps):
   t = k - l
   valid = jnp.logical_and(t >= 0, t < steps)
   tc = jnp.clip(t, 0, steps - 1)
@@ -234,7 +232,7 @@ def _stack_fwd_kernel(*refs, num_layers: int, store: bool):
     new = []
     for l in range(nl):
       c, hprev = carry[2 * l], carry[2 * l + 1]
-      t, tc, valid = _wave_step_mask(m_ref, k, l, steps)
+      t, tc, valid = _wave_step_mask(k, l, steps)
       pre = []
       for g in range(4):
         z = jnp.dot(hprev, us[l][g])
@@ -244,11 +242,8 @@ def _stack_fwd_kernel(*refs, num_layers: int, store: bool):
           z = z + jnp.dot(carry[2 * l - 1], ks[l][g]) + bs[l][g]
         pre.append(jnp.tanh(z))
       ai, af, g_, ao = pre
-      c_new = (0.5 * af + 0.5) * c + (0.5 * ai + 0.5) * g_
-      h_new = (0.5 * ao + 0.5) * jnp.tanh(c_new)
       keep = jnp.logical_and(valid, m_ref[tc] > 0)[:, None]
-      c_new = jnp.where(keep, c_new, c)
-      h_new = jnp.where(keep, h_new, hprev)
+      c_new, h_new = rnn_kernels.cell_update(ai, af, g_, ao, c, hprev, keep)
       new += [c_new, h_new]
 
       if store:
@@ -338,7 +333,7 @@ def _stack_bwd_kernel(*refs, num_layers: int):
     dzs, dhs, new_dc = [], [], []
     for l in range(nl):
       dc, dh_next = carry[2 * l], carry[2 * l + 1]
-      t, tc, valid = _wave_step_mask(None, k, l, steps)
+      t, tc, valid = _wave_step_mask(k, l, steps)
       v = valid.astype(jnp.float32)
       a, fk, ci, cf, cg, co = (r[tc] for r in f_refs[l])
       dh = dh_next
@@ -355,7 +350,7 @@ def _stack_bwd_kernel(*refs, num_layers: int):
         outs[2 * l + 1][tc] = dh
     new = []
     for l in range(nl):
-      t, tc, valid = _wave_step_mask(None, k, l, steps)
+      t, tc, valid = _wave_step_mask(k, l, steps)
       p = jnp.where(valid, p_ref[tc], 1.0)[:, None]
       back = dhs[l] * p
       for g in range(4):

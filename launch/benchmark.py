@@ -724,7 +724,6 @@ def eval_rows(b: int, t: int, variants: list[str], torch_backend,
   import jax
   import numpy as np
   import bench_torch
-  from emobed_jax import parallel, train
   batch = synthetic_batch(b, t, "mono", seed=args["seed"] + 7)
   x, mask = batch["target"], batch["mask"]
   devices = jax.local_devices()
