@@ -505,3 +505,37 @@ def test_train_flag_choices_match_the_config():
   assert len(calls) == 1
   assert calls[0].args[1].value == "auto"
   assert tuple(ast.literal_eval(calls[0].args[2])) == RNN_IMPLS
+
+
+# ---------------------------------------------------------------------------
+# The Pallas kernels lower to Triton (no GPU needed to check that).
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_pallas_kernels_lower_to_triton_for_cuda(monkeypatch, num_layers):
+  """The kernels' jaxprs lower to Triton IR for a CUDA target (what the GPU
+  runs; compiling the IR to PTX needs the GPU): one kernel for inference, a
+  forward and a backward kernel for training, per layer or per stack."""
+  monkeypatch.setattr(rnn_pallas, "_interpret", lambda interpret: False)
+  t, b, p = 40, 20, 8
+  x, layers, mask, _ = _stack_inputs(1, t, b, p, H, num_layers)
+
+  def count(fn):
+    txt = jax.jit(fn).trace(x, layers).lower(lowering_platforms=("cuda",)).as_text()
+    return txt.count("xla.gpu.triton")
+
+  def loss(f):
+    return lambda x, ls: jnp.sum(f(x, ls) ** 2)
+
+  def stack(x, ls):
+    return rnn_kernels.lstm_stack(x, ls, mask, impl="pallas")
+
+  def per_layer(x, ls):
+    for k, bias, u in ls:
+      x = rnn_kernels.lstm_layer(x, k, bias, u, mask, impl="pallas")
+    return x
+
+  assert count(stack) == 1
+  assert count(jax.grad(loss(stack), (0, 1))) == 2
+  assert count(per_layer) == num_layers
+  assert count(jax.grad(loss(per_layer), (0, 1))) == 2 * num_layers
