@@ -539,3 +539,21 @@ def test_pallas_kernels_lower_to_triton_for_cuda(monkeypatch, num_layers):
   assert count(jax.grad(loss(stack), (0, 1))) == 2
   assert count(per_layer) == num_layers
   assert count(jax.grad(loss(per_layer), (0, 1))) == 2 * num_layers
+
+
+def test_check_kernels_command_passes_here():
+  """launch/check_kernels.py (the check to run on a new accelerator) runs
+  and passes on this CPU (Pallas in interpret mode)."""
+  import os
+  import subprocess
+  import sys
+  env = dict(os.environ)
+  env.pop("XLA_FLAGS", None)
+  root = Path(__file__).resolve().parents[1]
+  p = subprocess.run([sys.executable, str(root / "launch" / "check_kernels.py"),
+                      "--shapes=3x9", "--hidden=16"], capture_output=True, text=True,
+                     timeout=300, env=env, cwd=root)
+  assert p.returncode == 0, p.stdout + p.stderr[-2000:]
+  lines = [l for l in p.stdout.splitlines() if l.strip().startswith(("pallas", "wavefront"))]
+  assert len(lines) == 2 and all(l.endswith("ok") for l in lines), p.stdout
+  assert p.stdout.strip().endswith("PASS")
