@@ -26,7 +26,12 @@ Runs on this CPU machine (default) and on a GPU (``launch/gpu_check.sh``)::
 same interleaved rounds as PyTorch.  MODE: ``pmap`` (``parallel.pmap_train_step``
 over ``--devices`` devices, the global batch split between them), ``shmap``
 (the same step under ``jit(shard_map)``) or ``jit`` (one device).  RNN:
-``custom`` (``rnn_kernels.lstm_scan``, the hand-written backward pass),
+``custom``/``scan`` (``--rnn_impl=scan``: ``lax.scan`` loops with the
+hand-written backward pass), ``pallas`` (``--rnn_impl=pallas``: Pallas
+kernels, GPU), ``wavefront`` (``--rnn_impl=wavefront``: all layers in one
+scan), ``auto`` (what ``--rnn_impl=auto`` picks here); these take an
+``_u<N>`` suffix for ``unroll=N`` and ``_w<N>`` for N warps per Pallas
+program (``scan_u8``, ``pallas_w1``),
 ``reference`` (``rnn_kernels.lstm_scan_reference``, autodiff),
 ``flax_cell`` (``nn.RNN(nn.OptimizedLSTMCell)``, no hoisted input
 projection: the straightforward Flax baseline), ``layer`` (the proposed
