@@ -17,8 +17,9 @@ bulk matmuls around them are shared):
   (the loop of ``rnn_kernels._cell_backward``).
 
 Backends: Triton (``jax.experimental.pallas.triton``) on GPUs; on any other
-platform, or with ``interpret=True``, the Pallas interpreter runs the same
-kernel (slowly: for tests).  Constraints of the Triton backend: ``H`` a
+platform, or with ``interpret=True``, Pallas's interpret mode runs the same
+kernel as ordinary XLA loops (measured on this CPU: training as fast as
+``scan``, evaluation 0.77x; ``rnn_impl="auto"`` picks ``scan`` there).  Constraints of the Triton backend: ``H`` a
 power of two >= 16; the batch is padded to a multiple of ``BLOCK_B`` (padded
 rows are masked, so they stay zero).  Matmul precision is the platform
 default (TF32 on recent NVIDIA GPUs, as XLA's dots and cuDNN's RNNs under

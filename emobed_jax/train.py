@@ -428,10 +428,6 @@ def train_and_evaluate(config, workdir, report: Report | None = None) -> dict[st
 
   report = report or (lambda kind, info: None)
   config.validate()
-  if config.core.model.rnn_impl == "pallas" and jax.default_backend() != "gpu":
-    raise RunError(f"--rnn_impl=pallas runs Pallas (Triton) kernels, which need a GPU; this "
-                   f"machine's JAX backend is {jax.default_backend()} (use --rnn_impl=auto, "
-                   "which picks pallas on a GPU and scan elsewhere)")
   workdir = Path(workdir).expanduser()
   _check_same_run(workdir, config)
   if (workdir / "results.json").exists():

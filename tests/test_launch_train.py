@@ -213,7 +213,6 @@ def test_missing_recola_says_where_it_looked_and_how_to_get_it(tmp_path):
     (["--margin=0"], "--margin"),
     (["--batch_size=7", "--cpu_devices=2"], "--batch_size"),
     (["--aux_modality=audio"], "--aux_modality"),
-    (["--rnn_impl=pallas"], "--rnn_impl=pallas"),          # no GPU here
     (["--rnn_impl=pallas", "--hidden=48"], "--hidden"),
     (["--rnn_impl=wavefront", "--dropout=0.1"], "--dropout"),
     (["--rnn_impl=cudnn"], "--rnn_impl"),
