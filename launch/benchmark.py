@@ -276,6 +276,7 @@ def _flax_cell_recurrent():
     cell: str = "lstm"
     unroll: int = 1
     time_major: bool = False
+    impl: str = "scan"   # models.Encoder passes it; unused here
 
     @nn.compact
     def __call__(self, x, mask):
@@ -316,6 +317,7 @@ def _cudnn_recurrent():
     cell: str = "lstm"
     unroll: int = 1
     time_major: bool = False
+    impl: str = "scan"   # models.Encoder passes it; unused here
 
     @nn.compact
     def __call__(self, x, mask):

@@ -3,6 +3,7 @@
 import json
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import REPO_ROOT
@@ -30,6 +31,31 @@ def test_loss_check_names_the_disagreement():
   benchmark.check_losses("x", [1.0, 0.9], [1.0, 0.9 + 1e-6], 1e-4)
   with pytest.raises(AssertionError, match="disagree"):
     benchmark.check_losses("mono B=2", [1.0, 0.9], [1.0, 0.95], 1e-4)
+
+
+@pytest.mark.parametrize("variant", ["jit:custom", "jit:reference", "jit:flax_cell",
+                                     "jit:scan_u2", "jit:wavefront", "jit:pallas", "jit:auto",
+                                     "pmap:scan"])
+def test_every_cpu_variant_builds_and_steps(variant):
+  """Every --variants RNN that runs on a CPU builds the project's step and
+  takes two steps; the shipped-model variants (same parameters) start from
+  the same loss as scan (flax_cell has its own parameters)."""
+  batch = benchmark.synthetic_batch(8, 12, "mono")   # pmap: 8 test devices
+  mode, rnn = variant.split(":")
+  jv = benchmark.JaxVariant("mono", batch, mode, rnn, devices=None)
+  losses, _ = benchmark.first_two_steps(jv)
+  assert all(np.isfinite(losses)) and jv.traces == 1
+  if rnn != "flax_cell":
+    ref, _ = benchmark.first_two_steps(benchmark.JaxVariant("mono", batch, "jit", "scan"))
+    np.testing.assert_allclose(losses, ref, rtol=1e-5)
+
+
+def test_bad_variant_is_a_failed_row_not_a_crash(capsys):
+  rows = benchmark.train_rows("mono", 2, 8, ["jit:scan", "jit:bogus_u2"], None, ARGS)
+  assert [r["variant"] for r in rows] == ["jit:scan", "jit:bogus_u2"]
+  assert "fps_jax" in rows[0] and "error" not in rows[0]
+  assert "suffixes apply" in rows[1]["error"]
+  assert "FAILED" in capsys.readouterr().out
 
 
 def test_jax_and_torch_agree_at_step_0_and_1():
