@@ -45,7 +45,13 @@ class Checkpointer:
     """Save ``state`` (any placement; copied to host) and ``meta`` at ``step``."""
     args = ocp.args.Composite(state=ocp.args.StandardSave(unreplicate(state)),
                               meta=ocp.args.JsonSave(meta))
-    self._manager(best).save(int(step), args=args, force=True)
+    mgr = self._manager(best)
+    if int(step) in mgr.all_steps():
+      # Left by a run killed between its best and latest saves of this step:
+      # it resumed from the step before and has just recomputed this one.
+      mgr.wait_until_finished()
+      mgr.delete(int(step))
+    mgr.save(int(step), args=args, force=True)
 
   def latest_step(self, *, best: bool = False) -> int | None:
     return self._manager(best).latest_step()

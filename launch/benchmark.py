@@ -671,7 +671,6 @@ def train_rows(setting: str, b: int, t: int, variants: list[str], torch_backend,
                args) -> list[dict[str, Any]]:
   """One row per JAX variant; ``torch_backend``: a :class:`TorchProcess`,
   :class:`TorchLocal` or None (JAX only)."""
-  import bench_torch
   batch = synthetic_batch(b, t, setting, seed=args["seed"])
   jvs, first_losses, compile_s, failed = [], {}, {}, []
   for v in variants:
@@ -685,6 +684,7 @@ def train_rows(setting: str, b: int, t: int, variants: list[str], torch_backend,
     jvs.append(jv)
   if not jvs:
     return failed
+  import bench_torch   # (torch itself only where a torch backend is given)
   runners: dict[str, Any] = {jv.name: jv.step for jv in jvs}
   tr, torch_losses = torch_backend, None
   if tr is not None:

@@ -96,6 +96,30 @@ def test_restored_checkpoint_continues_bit_identically(tmp_path):
   ckpt.close()
 
 
+def test_a_step_left_by_a_killed_run_is_overwritten(tmp_path):
+  """A run killed between its best and latest saves of step N leaves best/N;
+  the rerun resumes from latest N-1, recomputes N and saves best/N again:
+  that replaces the old one instead of failing (orbax refuses existing steps)."""
+  cfg, model, state, step = setup("mono")
+  st = parallel.replicate(state)
+  killed = checkpoint.Checkpointer(tmp_path / "ckpt", async_save=False)
+  killed.save(6, st, {"tag": "latest 6"})
+  killed.save(7, st, {"tag": "best 7, first run"}, best=True)
+  killed.close()   # (the latest save of step 7 never happened)
+  rerun = checkpoint.Checkpointer(tmp_path / "ckpt")
+  assert rerun.latest_step() == 6 and rerun.latest_step(best=True) == 7
+  st2, _ = step(st, batches(3, 1)[0], RNG)
+  rerun.save(7, st2, {"tag": "best 7, rerun"}, best=True)
+  rerun.save(7, st2, {"tag": "latest 7"})
+  rerun.wait()
+  restored, meta = rerun.restore(state, best=True)
+  assert meta == {"tag": "best 7, rerun"}
+  for k, v in leaves(st2.params).items():
+    np.testing.assert_array_equal(leaves(restored.params)[k], v, err_msg=k)
+  assert rerun.latest_step() == 7
+  rerun.close()
+
+
 def test_restore_without_checkpoint_names_directory(tmp_path):
   cfg, model, state, _ = setup("mono")
   ckpt = checkpoint.Checkpointer(tmp_path / "empty")
