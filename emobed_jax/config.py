@@ -16,6 +16,12 @@ TASKS = ("regression", "classification")
 RNN_TYPES = ("lstm", "gru")
 POOLINGS = ("mean", "attention")
 RNN_IMPLS = ("auto", "scan", "pallas", "wavefront")
+
+
+def pallas_supports_hidden(hidden: int) -> bool:
+  """Whether the Pallas LSTM kernels take this hidden size (Triton: a power
+  of two >= 16)."""
+  return isinstance(hidden, int) and hidden >= 16 and hidden & (hidden - 1) == 0
 MINING_MODES = ("batch_all", "batch_hard", "semi_hard")
 
 #: Which parts each setting has (DESIGN.md, "Training settings").
@@ -71,7 +77,7 @@ class ModelConfig:
     if self.rnn_impl in ("pallas", "wavefront"):
       _check(self.rnn == "lstm", "rnn_impl", "'auto' or 'scan' with --rnn=gru", self.rnn_impl)
     if self.rnn_impl == "pallas":
-      _check(self.hidden >= 16 and self.hidden & (self.hidden - 1) == 0, "hidden",
+      _check(pallas_supports_hidden(self.hidden), "hidden",
              "a power of two >= 16 with --rnn_impl=pallas", self.hidden)
     if self.rnn_impl == "wavefront":
       _check(self.dropout == 0.0, "dropout", "0 with --rnn_impl=wavefront "

@@ -12,9 +12,12 @@ They compute exactly what the scan loops of ``rnn_kernels`` compute, with
 the same inputs and outputs (so the hand-written backward pass and the
 bulk matmuls around them are shared):
 
-* :func:`cell_scan` - the forward recurrence (``rnn_kernels._cell_scan``);
-* :func:`cell_backward_loop` - the reverse recurrence of the backward pass
-  (the loop of ``rnn_kernels._cell_backward``).
+* :func:`stack_forward` - the forward recurrence of a stack of layers as
+  one wavefront (``rnn_kernels.lstm_stack``); :func:`cell_scan` is one layer
+  (``rnn_kernels._cell_scan``);
+* :func:`stack_backward_loop` - the reverse recurrence of the backward pass;
+  :func:`cell_backward_loop` is one layer (the loop of
+  ``rnn_kernels._cell_backward``).
 
 Backends: Triton (``jax.experimental.pallas.triton``) on GPUs; on any other
 platform, or with ``interpret=True``, Pallas's interpret mode runs the same
@@ -35,6 +38,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from emobed_jax import rnn_kernels
+from emobed_jax.config import pallas_supports_hidden
 
 BLOCK_B = 16   # rows per program (the smallest M of a Triton dot)
 #: Warps per program (Triton).  A benchmark knob (``--variants=jit:pallas_w1``);
@@ -42,9 +46,8 @@ BLOCK_B = 16   # rows per program (the smallest M of a Triton dot)
 NUM_WARPS = 4
 
 
-def supported(hidden: int) -> bool:
-  """Whether the kernels support this hidden size (a power of two >= 16)."""
-  return hidden >= 16 and hidden & (hidden - 1) == 0
+#: Whether the kernels take this hidden size (a power of two >= 16).
+supported = pallas_supports_hidden
 
 
 def _pallas():
@@ -77,32 +80,7 @@ def _padded(b: int) -> int:
 
 
 # ---------------------------------------------------------------------------
-# Forward.
-
-
-def _fwd_kernel(xi_ref, xf_ref, xg_ref, xo_ref, m_ref, ui_ref, uf_ref, ug_ref, uo_ref,
-                *out_refs, store: bool):
-  steps, bb, h = xi_ref.shape
-  ui, uf, ug, uo = ui_ref[...], uf_ref[...], ug_ref[...], uo_ref[...]
-
-  def body(t, carry):
-    c, hprev = carry
-    ai = jnp.tanh(xi_ref[t] + jnp.dot(hprev, ui))
-    af = jnp.tanh(xf_ref[t] + jnp.dot(hprev, uf))
-    g = jnp.tanh(xg_ref[t] + jnp.dot(hprev, ug))
-    ao = jnp.tanh(xo_ref[t] + jnp.dot(hprev, uo))
-    c_new, h_new = rnn_kernels.cell_update(ai, af, g, ao, c, hprev, m_ref[t][:, None] > 0)
-    out_refs[0][t] = h_new
-    if store:
-      out_refs[1][t] = c_new
-      out_refs[2][t] = ai
-      out_refs[3][t] = af
-      out_refs[4][t] = g
-      out_refs[5][t] = ao
-    return c_new, h_new
-
-  zeros = jnp.zeros((bb, h), jnp.float32)
-  lax.fori_loop(0, steps, body, (zeros, zeros))
+# One layer: the stack kernels below with L = 1.
 
 
 def cell_scan(xs, us, mask, store: bool, interpret: bool | None = None):
@@ -112,57 +90,8 @@ def cell_scan(xs, us, mask, store: bool, interpret: bool | None = None):
   recurrent kernel; ``mask [T, B, 1]``.  Returns ``ys`` or, with ``store``,
   ``(ys, cs, acts [T, B, 4H])``.
   """
-  pl = _pallas()
-  t, b, h = xs[0].shape
-  if not supported(h):
-    raise ValueError(f"rnn_pallas: hidden size {h} is not a power of two >= 16")
-  bp = _padded(b)
-  xs = [_pad_batch(x.astype(jnp.float32), bp) for x in xs]
-  m = _pad_batch(mask[..., 0].astype(jnp.float32), bp)
-  u4 = [us[:, k * h:(k + 1) * h].astype(jnp.float32) for k in range(4)]
-  seq = pl.BlockSpec((t, BLOCK_B, h), lambda i: (0, i, 0))
-  mspec = pl.BlockSpec((t, BLOCK_B), lambda i: (0, i))
-  wspec = pl.BlockSpec((h, h), lambda i: (0, 0))
-  n_out = 6 if store else 1
-  out = pl.pallas_call(
-      functools.partial(_fwd_kernel, store=store),
-      out_shape=[jax.ShapeDtypeStruct((t, bp, h), jnp.float32)] * n_out,
-      grid=(bp // BLOCK_B,),
-      in_specs=[seq] * 4 + [mspec] + [wspec] * 4,
-      out_specs=[seq] * n_out,
-      compiler_params=_compiler_params(),
-      interpret=_interpret(interpret),
-      name="lstm_forward",
-  )(*xs, m, *u4)
-  out = [o[:, :b] for o in out]
-  if not store:
-    return out[0]
-  ys, cs, ai, af, g, ao = out
-  return ys, cs, jnp.concatenate([ai, af, g, ao], axis=-1)
-
-
-# ---------------------------------------------------------------------------
-# Backward (the reverse loop only).
-
-
-def _bwd_kernel(dy_ref, a_ref, fk_ref, ci_ref, cf_ref, cg_ref, co_ref, p_ref,
-                ui_ref, uf_ref, ug_ref, uo_ref, dc_out, dh_out):
-  steps, bb, h = dy_ref.shape
-  ui, uf, ug, uo = ui_ref[...], uf_ref[...], ug_ref[...], uo_ref[...]
-
-  def body(k, carry):
-    dc, dh_next = carry
-    t = steps - 1 - k
-    dh = dy_ref[t] + dh_next
-    dc_new = dc + dh * a_ref[t]
-    back = (jnp.dot(dc_new * ci_ref[t], ui) + jnp.dot(dc_new * cf_ref[t], uf) +
-            jnp.dot(dc_new * cg_ref[t], ug) + jnp.dot(dh * co_ref[t], uo))
-    dc_out[t] = dc_new
-    dh_out[t] = dh
-    return dc_new * fk_ref[t], back + dh * p_ref[t][:, None]
-
-  zeros = jnp.zeros((bb, h), jnp.float32)
-  lax.fori_loop(0, steps, body, (zeros, zeros))
+  out = stack_forward(xs, mask, [us], [], [], store, interpret)
+  return out[0] if store else out
 
 
 def cell_backward_loop(u, dys, factors, passthrough, interpret: bool | None = None):
@@ -172,28 +101,7 @@ def cell_backward_loop(u, dys, factors, passthrough, interpret: bool | None = No
   cg, co)`` each ``[T, B, H]``, ``passthrough [T, B, 1]``.  Returns the
   per-step ``(dc, dh)`` stacks, ``[T, B, H]`` each.
   """
-  pl = _pallas()
-  t, b, h = dys.shape
-  bp = _padded(b)
-  dys = _pad_batch(dys.astype(jnp.float32), bp)
-  factors = [_pad_batch(jnp.broadcast_to(f, (t, b, h)).astype(jnp.float32), bp)
-             for f in factors]
-  p = _pad_batch(passthrough[..., 0].astype(jnp.float32), bp, value=1.0)
-  ut = [u[:, k * h:(k + 1) * h].T.astype(jnp.float32) for k in range(4)]
-  seq = pl.BlockSpec((t, BLOCK_B, h), lambda i: (0, i, 0))
-  mspec = pl.BlockSpec((t, BLOCK_B), lambda i: (0, i))
-  wspec = pl.BlockSpec((h, h), lambda i: (0, 0))
-  dcs, dhs = pl.pallas_call(
-      _bwd_kernel,
-      out_shape=[jax.ShapeDtypeStruct((t, bp, h), jnp.float32)] * 2,
-      grid=(bp // BLOCK_B,),
-      in_specs=[seq] * 7 + [mspec] + [wspec] * 4,
-      out_specs=[seq] * 2,
-      compiler_params=_compiler_params(),
-      interpret=_interpret(interpret),
-      name="lstm_backward",
-  )(dys, *factors, p, *ut)
-  return dcs[:, :b], dhs[:, :b]
+  return stack_backward_loop([u], [], dys, [factors], passthrough, interpret)[0]
 
 
 # ---------------------------------------------------------------------------
@@ -250,14 +158,14 @@ def _stack_fwd_kernel(*refs, num_layers: int, store: bool):
       if store:
         o = outs[6 * l:6 * l + 6]
 
-        @pl_when(valid)
+        @_when(valid)
         def _(o=o, tc=tc, h_new=h_new, c_new=c_new, acts=(ai, af, g_, ao)):
           o[0][tc] = h_new
           o[1][tc] = c_new
           for j in range(4):
             o[2 + j][tc] = acts[j]
       elif l == nl - 1:
-        @pl_when(valid)
+        @_when(valid)
         def _(tc=tc, h_new=h_new):
           outs[0][tc] = h_new
     return tuple(new)
@@ -266,7 +174,7 @@ def _stack_fwd_kernel(*refs, num_layers: int, store: bool):
   lax.fori_loop(0, steps + nl - 1, body, (zeros,) * (2 * nl))
 
 
-def pl_when(cond):
+def _when(cond):
   return _pallas().when(cond)
 
 
@@ -345,7 +253,7 @@ def _stack_bwd_kernel(*refs, num_layers: int):
       dhs.append(dh)
       new_dc.append(jnp.where(valid, dc_new * fk, dc_new))
 
-      @pl_when(valid)
+      @_when(valid)
       def _(l=l, tc=tc, dc_new=dc_new, dh=dh):
         outs[2 * l][tc] = dc_new
         outs[2 * l + 1][tc] = dh

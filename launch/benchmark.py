@@ -267,25 +267,43 @@ def rnn_variant(rnn: str):
     rnn_kernels.lstm_layer, models.Recurrent, rnn_pallas.NUM_WARPS = saved
 
 
-def _flax_cell_recurrent():
+def _stand_in_base():
+  """Base of the modules that stand in for ``models.Recurrent``: its fields
+  (as ``models.Encoder`` passes them) and batch-major inputs."""
   import flax.linen as nn
 
-  class FlaxCellRecurrent(nn.Module):
-    """The straightforward Flax LSTM: input projection inside every step."""
+  class RecurrentStandIn(nn.Module):
     hidden: int
     cell: str = "lstm"
     unroll: int = 1
     time_major: bool = False
-    impl: str = "scan"   # models.Encoder passes it; unused here
+    impl: str = "scan"   # unused by the stand-ins
+
+    def batch_major(self, x, mask):
+      """``models.Encoder`` passes ``[T, B, D]`` and ``[T, B, 1]``."""
+      if self.time_major:
+        return x.swapaxes(0, 1), mask[..., 0].swapaxes(0, 1)
+      return x, mask
+
+    def restore_layout(self, y):
+      return y.swapaxes(0, 1) if self.time_major else y
+
+  return RecurrentStandIn
+
+
+def _flax_cell_recurrent():
+  import flax.linen as nn
+
+  class FlaxCellRecurrent(_stand_in_base()):
+    """The straightforward Flax LSTM: input projection inside every step."""
 
     @nn.compact
     def __call__(self, x, mask):
-      if self.time_major:  # models.Encoder passes [T, B, D] and [T, B, 1]
-        x, mask = x.swapaxes(0, 1), mask[..., 0].swapaxes(0, 1)
+      x, mask = self.batch_major(x, mask)
       lengths = mask.sum(axis=1).astype("int32")
       y = nn.RNN(nn.OptimizedLSTMCell(self.hidden), unroll=self.unroll)(
           x, seq_lengths=lengths)
-      return y.swapaxes(0, 1) if self.time_major else y
+      return self.restore_layout(y)
 
   return FlaxCellRecurrent
 
@@ -308,21 +326,15 @@ def _cudnn_recurrent():
 
   from emobed_jax import models
 
-  class CudnnRecurrent(nn.Module):
+  class CudnnRecurrent(_stand_in_base()):
     """Same parameters as models.Recurrent, run by cuDNN (GPU only).
 
     cuDNN holds no carry on masked frames (it takes lengths), which is the
     same for the benchmark's full windows."""
-    hidden: int
-    cell: str = "lstm"
-    unroll: int = 1
-    time_major: bool = False
-    impl: str = "scan"   # models.Encoder passes it; unused here
 
     @nn.compact
     def __call__(self, x, mask):
-      if self.time_major:  # models.Encoder passes [T, B, D] and [T, B, 1]
-        x, mask = x.swapaxes(0, 1), mask[..., 0].swapaxes(0, 1)
+      x, mask = self.batch_major(x, mask)
       h = self.hidden
       kernel, bias = models.DenseParams(4 * h, name="input")(x.shape[-1])
       u = self.param("recurrent", models.recurrent_kernel_init(4), (h, 4 * h))
@@ -332,7 +344,7 @@ def _cudnn_recurrent():
       lengths = mask.sum(axis=1).astype(jnp.int32)
       y, _, _ = jrnn.lstm(x, z, z, w, lengths, input_size=x.shape[-1], hidden_size=h,
                           num_layers=1, dropout=0.0, bidirectional=False)
-      return y.swapaxes(0, 1) if self.time_major else y
+      return self.restore_layout(y)
 
   return CudnnRecurrent
 
