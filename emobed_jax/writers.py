@@ -5,10 +5,9 @@ only (callers check ``jax.process_index()``), and JSON files are replaced
 atomically (written to a temporary file in the same folder, then renamed),
 so a killed run never leaves a half-written ``results.json``.
 
-The TensorBoard writer needs no TensorFlow: an event file is a sequence of
-TFRecord frames (length, masked CRC32C, payload, masked CRC32C) whose
-payloads are ``Event`` protocol buffers; the few fields used for scalars are
-encoded by hand below.
+TensorBoard event files are written by ``tensorboardX``, which needs no
+TensorFlow; they are read back with TensorBoard's own reader in
+``tests/test_writers.py``.
 """
 
 from __future__ import annotations
@@ -16,11 +15,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
-import struct
 import time
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
+
+import tensorboardX
 
 
 def _jsonable(x: Any) -> Any:
@@ -74,107 +73,55 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------------
-# TensorBoard event files without TensorFlow.
-
-_CRC_TABLE = []
-for _i in range(256):
-  _c = _i
-  for _ in range(8):
-    _c = (_c >> 1) ^ 0x82F63B78 if _c & 1 else _c >> 1
-  _CRC_TABLE.append(_c)
-
-
-def crc32c(data: bytes) -> int:
-  """CRC-32C (Castagnoli), as TFRecord framing uses."""
-  crc = 0xFFFFFFFF
-  for b in data:
-    crc = _CRC_TABLE[(crc ^ b) & 0xFF] ^ (crc >> 8)
-  return crc ^ 0xFFFFFFFF
-
-
-def _masked_crc(data: bytes) -> int:
-  crc = crc32c(data)
-  return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def _varint(n: int) -> bytes:
-  out = bytearray()
-  n &= (1 << 64) - 1
-  while True:
-    b = n & 0x7F
-    n >>= 7
-    if n:
-      out.append(b | 0x80)
-    else:
-      out.append(b)
-      return bytes(out)
-
-
-def _field(num: int, wire: int) -> bytes:
-  return _varint((num << 3) | wire)
-
-
-def _len_delimited(num: int, payload: bytes) -> bytes:
-  return _field(num, 2) + _varint(len(payload)) + payload
-
-
-def encode_event(wall_time: float, step: int, *, scalars: Mapping[str, float] | None = None,
-                 file_version: str | None = None) -> bytes:
-  """An ``Event`` proto: wall_time (1, double), step (2, int64), file_version
-  (3, string) or summary (5) of ``Summary.Value`` (tag 1, simple_value 2)."""
-  msg = _field(1, 1) + struct.pack("<d", wall_time) + _field(2, 0) + _varint(step)
-  if file_version is not None:
-    msg += _len_delimited(3, file_version.encode())
-  if scalars:
-    summary = b"".join(
-        _len_delimited(1, _len_delimited(1, tag.encode()) + _field(2, 5)
-                       + struct.pack("<f", float(v)))
-        for tag, v in scalars.items())
-    msg += _len_delimited(5, summary)
-  return msg
-
-
-def frame_record(data: bytes) -> bytes:
-  header = struct.pack("<Q", len(data))
-  return (header + struct.pack("<I", _masked_crc(header)) + data
-          + struct.pack("<I", _masked_crc(data)))
-
-
-def read_records(path: str | Path) -> Iterator[bytes]:
-  """TFRecord payloads of a file, checking both CRCs."""
-  with open(path, "rb") as f:
-    while True:
-      header = f.read(8)
-      if len(header) < 8:
-        return
-      (n,) = struct.unpack("<Q", header)
-      (hcrc,) = struct.unpack("<I", f.read(4))
-      data = f.read(n)
-      (dcrc,) = struct.unpack("<I", f.read(4))
-      if hcrc != _masked_crc(header) or dcrc != _masked_crc(data):
-        raise ValueError(f"{path}: corrupt TFRecord frame")
-      yield data
+# TensorBoard scalars.
 
 
 class SummaryWriter:
-  """Scalars to a TensorBoard event file (``events.out.tfevents.*``)."""
+  """Scalars to TensorBoard event files (``events.out.tfevents.*``) in ``logdir``.
 
-  def __init__(self, logdir: str | Path):
+  A thin wrapper over :class:`tensorboardX.SummaryWriter`.  Each writer
+  creates a new event file, so a resumed run (a second writer on the same
+  ``logdir``) adds a file next to the first one and TensorBoard reads them
+  together, in file-name order.  The name carries the creation time in
+  nanoseconds and the process id after tensorboardX's ``<seconds>.<host>``,
+  so two writers opened within the same second neither overwrite each other
+  nor read back out of order.
+
+  Visibility: events are written by tensorboardX's background thread;
+  :meth:`scalars` asks for a flush, so a running TensorBoard normally shows
+  them within seconds (at the latest after ``flush_secs``), but only
+  :meth:`close` guarantees that every value is on disk when it returns.
+  """
+
+  def __init__(self, logdir: str | Path, flush_secs: int = 10):
+    """Args:
+      logdir: folder of the event files; created if missing.
+      flush_secs: how often (seconds) the background thread flushes to disk.
+    """
     self.logdir = Path(logdir)
     self.logdir.mkdir(parents=True, exist_ok=True)
-    name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}"
-    self.path = self.logdir / name
-    self._f = open(self.path, "ab")
-    self._write(encode_event(time.time(), 0, file_version="brain.Event:2"))
+    self._w = tensorboardX.SummaryWriter(
+        logdir=str(self.logdir), flush_secs=flush_secs,
+        filename_suffix=f".{time.time_ns()}.{os.getpid()}")
 
-  def _write(self, event: bytes) -> None:
-    self._f.write(frame_record(event))
-    self._f.flush()
+  def scalars(self, step: int, values: Mapping[str, Any]) -> None:
+    """Write one scalar per tag at ``step``.
 
-  def scalars(self, step: int, values: Mapping[str, float]) -> None:
-    clean = {k: float(v) for k, v in values.items() if v is not None and math.isfinite(float(v))}
-    if clean:
-      self._write(encode_event(time.time(), int(step), scalars=clean))
+    Args:
+      step: the global step (an integer) shown on TensorBoard's x axis.
+      values: ``{tag: value}``; a value is anything ``float()`` accepts (a
+        Python number, a numpy or JAX scalar) and is stored as float32.
+        NaN and +-inf are written as such (TensorBoard shows them); a
+        ``None`` value is skipped (nothing to plot).  Tags that TensorBoard
+        does not accept are cleaned by tensorboardX (invalid characters
+        become ``_``).
+    """
+    step = int(step)
+    for tag, v in values.items():
+      if v is not None:
+        self._w.add_scalar(tag, float(v), global_step=step)
+    self._w.flush()
 
   def close(self) -> None:
-    self._f.close()
+    """Write everything still queued to disk and close the file (idempotent)."""
+    self._w.close()

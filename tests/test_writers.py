@@ -1,64 +1,88 @@
-"""Workdir writers: atomic JSON, JSON lines, TensorBoard events without TensorFlow."""
+"""Workdir writers: atomic JSON, JSON lines, TensorBoard events read back by TensorBoard."""
 
-import struct
+import math
+import subprocess
+import sys
+import time
 
 import numpy as np
-import pytest
-from google.protobuf.internal import decoder  # protobuf ships with TFDS
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from emobed_jax import writers
 
 
-def test_crc32c_known_vector():
-  # RFC 3720 B.4 check value of CRC-32C over "123456789".
-  assert writers.crc32c(b"123456789") == 0xE3069283
+def _scalars(logdir):
+  """``{tag: [(step, value), ...]}`` as TensorBoard's own reader loads ``logdir``."""
+  acc = EventAccumulator(str(logdir), size_guidance={"scalars": 0})  # 0: keep all
+  acc.Reload()
+  return {tag: [(e.step, e.value) for e in acc.Scalars(tag)]
+          for tag in acc.Tags()["scalars"]}
 
 
-def _decode_fields(buf):
-  """Minimal independent protobuf walk: {field_number: [values]}."""
-  out, pos = {}, 0
-  while pos < len(buf):
-    key, pos = decoder._DecodeVarint(buf, pos)
-    num, wire = key >> 3, key & 7
-    if wire == 0:
-      val, pos = decoder._DecodeVarint(buf, pos)
-    elif wire == 1:
-      val, pos = struct.unpack("<d", buf[pos:pos + 8])[0], pos + 8
-    elif wire == 5:
-      val, pos = struct.unpack("<f", buf[pos:pos + 4])[0], pos + 4
-    elif wire == 2:
-      n, pos = decoder._DecodeVarint(buf, pos)
-      val, pos = buf[pos:pos + n], pos + n
-    else:
-      raise AssertionError(wire)
-    out.setdefault(num, []).append(val)
-  return out
+def _f32(x):
+  return float(np.float32(x))
 
 
-def test_summary_writer_round_trip(tmp_path):
-  w = writers.SummaryWriter(tmp_path / "tb")
-  w.scalars(5, {"train/loss": 0.25, "val/ccc": 0.5, "skip": float("nan")})
-  w.scalars(10, {"train/loss": 0.125})
+def test_summary_writer_round_trip_through_tensorboard(tmp_path):
+  logdir = tmp_path / "tb"
+  w = writers.SummaryWriter(logdir)
+  w.scalars(5, {"train/loss": 0.1, "val/ccc": np.float32(0.3), "skip": None})
+  w.scalars(10, {"train/loss": 1 / 3, "val/ccc": np.float64(-0.7)})
+  w.scalars(np.int64(15), {"train/loss": 1e-7})
   w.close()
-  records = list(writers.read_records(w.path))
-  assert len(records) == 3
-  first = _decode_fields(records[0])
-  assert first[3] == [b"brain.Event:2"]
-  ev = _decode_fields(records[1])
-  assert ev[2] == [5]
-  values = {}
-  for v in ev[5]:
-    for item in _decode_fields(v)[1]:
-      f = _decode_fields(item)
-      values[f[1][0].decode()] = f[2][0]
-  assert values == {"train/loss": 0.25, "val/ccc": 0.5}
-  assert _decode_fields(records[2])[2] == [10]
-  # A flipped byte is detected.
-  data = bytearray(w.path.read_bytes())
-  data[-6] ^= 0xFF
-  w.path.write_bytes(bytes(data))
-  with pytest.raises(ValueError, match="corrupt"):
-    list(writers.read_records(w.path))
+  got = _scalars(logdir)
+  # float32 values, compared exactly; a None value writes nothing.
+  assert got == {
+      "train/loss": [(5, _f32(0.1)), (10, _f32(1 / 3)), (15, _f32(1e-7))],
+      "val/ccc": [(5, _f32(0.3)), (10, _f32(-0.7))],
+  }
+  w.close()  # a second close is harmless
+
+
+def test_non_finite_values_are_written_as_such(tmp_path):
+  w = writers.SummaryWriter(tmp_path)
+  w.scalars(1, {"loss": float("nan"), "up": float("inf"), "down": np.float32(-np.inf)})
+  w.scalars(2, {"loss": 0.5, "up": 1.0, "down": -1.0})
+  w.close()
+  got = _scalars(tmp_path)
+  (s1, nan), (s2, half) = got["loss"]
+  assert (s1, s2, half) == (1, 2, 0.5) and math.isnan(nan)
+  assert got["up"] == [(1, math.inf), (2, 1.0)]
+  assert got["down"] == [(1, -math.inf), (2, -1.0)]
+
+
+def test_resumed_run_appends_a_second_event_file(tmp_path):
+  # Two writers on one logdir within the same second (a fast restart): both
+  # files survive and TensorBoard reads them together, in order.
+  first = writers.SummaryWriter(tmp_path)
+  first.scalars(1, {"train/loss": 4.0})
+  first.scalars(2, {"train/loss": 3.0, "val/ccc": 0.25})
+  first.close()
+  second = writers.SummaryWriter(tmp_path)
+  second.scalars(3, {"train/loss": 2.0})
+  second.scalars(4, {"train/loss": 1.0, "val/ccc": 0.5})
+  second.close()
+  assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 2
+  assert _scalars(tmp_path) == {
+      "train/loss": [(1, 4.0), (2, 3.0), (3, 2.0), (4, 1.0)],
+      "val/ccc": [(2, 0.25), (4, 0.5)],
+  }
+
+
+def test_values_reach_disk_while_the_writer_is_open(tmp_path):
+  w = writers.SummaryWriter(tmp_path, flush_secs=1)
+  w.scalars(7, {"a": 2.5})
+  deadline = time.monotonic() + 10
+  while _scalars(tmp_path) != {"a": [(7, 2.5)]}:
+    assert time.monotonic() < deadline, "scalar not on disk 10 s after scalars()"
+    time.sleep(0.1)
+  w.close()
+
+
+def test_import_needs_no_tensorflow():
+  code = ("import sys, emobed_jax.writers; "
+          "assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
+  subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_json_is_atomic_and_jsonl_skips_torn_line(tmp_path):
@@ -72,3 +96,4 @@ def test_json_is_atomic_and_jsonl_skips_torn_line(tmp_path):
   with open(j, "a") as f:
     f.write('{"step": 3, "lo')  # killed mid-write
   assert writers.read_jsonl(j) == [{"step": 1}, {"step": 2}]
+  assert writers.read_jsonl(tmp_path / "missing.jsonl") == []
