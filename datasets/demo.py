@@ -9,7 +9,7 @@ with the folder names, file names, gold standard header (``@relation
 GOLDSTANDARD``, ``Instance_name``, ``frameTime``, ``GoldStandard``) and 40 ms
 frames of the real package, so that the real builder reads it unchanged.  The
 test split has features only.  Feature files start with ``Instance_name`` and
-``frameTime`` like the gold standard (DATA.md leaves open whether the real
+``frameTime`` like the gold standard (docs/DATA.md leaves open whether the real
 feature files carry ``frameTime``; the reader handles both); their relation
 and attribute names (``features_audio``, ``audio_001`` ...) are placeholders.
 

@@ -18,7 +18,8 @@ Where things go (``--data_dir``, default ``$EMOBED_DATA_DIR`` if set, else
 
 Running it again is a no-op once the data is prepared (``--overwrite``
 rebuilds).  A user error (missing folder, malformed file) prints one line
-``error: ...`` on stderr and exits with status 1.
+``error: ...`` on stderr and exits with status 1.  The corpus layouts and
+what is read from them: docs/DATA.md.
 """
 
 from __future__ import annotations
