@@ -14,6 +14,11 @@ The data order is a pure function of ``(seed, step)``: the grain
 ``MapDataset`` is shuffled per epoch by grain from the seed, and batch
 ``step`` is read by random access, so a resumed run reads exactly the batches
 an uninterrupted one would, with nothing to save but the step.
+
+Units: lengths and offsets are in frames (RECOLA: 40 ms, 25 frames/s),
+except ``delay_s`` (seconds) in the config.  The corpora are described in
+``docs/DATA.md``, the data choices in ``docs/METHOD.md`` ("Data and
+sequences (RECOLA)").
 """
 
 from __future__ import annotations
@@ -26,13 +31,9 @@ from typing import Any, Sequence
 import grain
 import numpy as np
 
+from emobed_datasets import demo, recola
+from emobed_datasets.errors import DataError
 from emobed_jax.config import DataConfig
-
-try:  # the builders are installed as `emobed_datasets` (the repo's datasets/)
-  from emobed_datasets.errors import DataError
-except ImportError:  # pragma: no cover - only without the package installed
-  class DataError(ValueError):
-    pass
 
 
 class CorpusNotFoundError(DataError):
@@ -47,7 +48,10 @@ RECOLA_HELP = (
 
 
 def default_data_dir() -> Path:
-  """``$EMOBED_DATA_DIR`` if set, else ``~/emobed_data``."""
+  """``$EMOBED_DATA_DIR`` if set (``~`` expanded), else ``~/emobed_data``.
+
+  Only computes the path: nothing is created or checked.
+  """
   env = os.environ.get("EMOBED_DATA_DIR", "").strip()
   return Path(env).expanduser() if env else Path.home() / "emobed_data"
 
@@ -55,12 +59,21 @@ def default_data_dir() -> Path:
 def resolve_prepared_dir(cfg: DataConfig) -> Path:
   """Prepare the data if needed (demo: generate it first); return the TFDS data dir.
 
+  Args:
+    cfg: ``dataset`` (``demo`` or ``recola``), ``data_dir`` (empty:
+      :func:`default_data_dir`), ``manual_dir`` (empty: ``$RECOLA_DIR``) and
+      ``demo_seed`` are read.
+
+  Returns:
+    the folder to pass to :func:`load_recordings` (for RECOLA, ``data_dir``
+    itself; for the demo, ``<data_dir>/demo/seed_<demo_seed>``).  Preparing
+    writes under ``data_dir`` once; later calls find it prepared.
+
   Raises:
-    CorpusNotFoundError: RECOLA is neither prepared nor given as a manual dir.
+    CorpusNotFoundError: RECOLA is neither prepared nor given as a manual dir
+      (or the manual dir is not a folder); the message says how to get it.
     DataError: the corpus is malformed (from the builder).
   """
-  from emobed_datasets import demo, recola
-
   data_dir = Path(cfg.data_dir).expanduser() if cfg.data_dir else default_data_dir()
   if cfg.dataset == "demo":
     demo.prepare_demo(data_dir, cfg.demo_seed)
@@ -83,7 +96,13 @@ def resolve_prepared_dir(cfg: DataConfig) -> Path:
 
 @dataclasses.dataclass
 class Recording:
-  """One recording: ``target [N, Dt]``, ``aux [N, Da]`` or None, ``labels [N, D]`` or None."""
+  """One recording: ``target [N, Dt]``, ``aux [N, Da]`` or None, ``labels [N, D]`` or None.
+
+  ``N`` frames (one per 40 ms on RECOLA); arrays are float32 host numpy.
+  ``target`` holds the target modality's features, ``aux`` the auxiliary
+  modality's (training only), ``labels`` one column per configured
+  dimension, in ``cfg.dimensions`` order.
+  """
   name: str
   target: np.ndarray
   aux: np.ndarray | None
@@ -101,9 +120,30 @@ def _features(example: dict[str, Any], feature_set: str, variants: Sequence[str]
 
 def load_recordings(tfds_dir: Path, split: str, cfg: DataConfig, *, with_aux: bool,
                     with_labels: bool) -> list[Recording]:
-  """Read a prepared split into memory (features of the configured modalities)."""
-  from emobed_datasets import recola
+  """Read a prepared split into memory (features of the configured modalities).
 
+  Args:
+    tfds_dir: the folder returned by :func:`resolve_prepared_dir`.
+    split: ``'train'``, ``'dev'`` or ``'test'`` (TFDS slicing such as
+      ``'train[:2]'`` works too).
+    cfg: ``modality``/``aux_modality`` (feature sets), ``feature_variant``
+      and ``dimensions`` are read.
+    with_aux: also read the auxiliary modality (``Recording.aux``).
+    with_labels: also read the gold standard (``Recording.labels``).
+
+  Returns:
+    one :class:`Recording` per recording of the split, in stored order:
+    ``target [N, Dt]`` float32 where ``Dt`` is the feature set's width times
+    the number of variants (``cfg.variants()``, concatenated in that order),
+    ``aux [N, Da]`` likewise or None, ``labels [N, len(cfg.dimensions)]``
+    float32 or None.  Values are as stored (not standardised, not delayed).
+
+  Raises:
+    DataError: nothing is prepared at ``tfds_dir`` or the split is unknown
+      (from the builder); a requested feature set is not in the prepared
+      corpus; labels are asked for on a split without them (RECOLA
+      ``test``); an array holds NaN or inf; the split has no recordings.
+  """
   source = recola.load_split(tfds_dir, split)
   present = recola.available_feature_sets(source)
   wanted = [("modality", cfg.feature_set("modality"))]
@@ -143,12 +183,25 @@ def load_recordings(tfds_dir: Path, split: str, cfg: DataConfig, *, with_aux: bo
 
 @dataclasses.dataclass
 class Standardizer:
-  """Per-dimension mean/std of each modality, fitted on training frames."""
+  """Per-dimension mean/std of each modality, fitted on training frames.
+
+  ``mean[key]`` and ``std[key]`` are float64 ``[D_key]`` arrays for
+  ``key`` in ``("target", "aux")`` (``aux`` only when the training
+  recordings had it), in feature units.
+  """
   mean: dict[str, np.ndarray]
   std: dict[str, np.ndarray]
 
   @classmethod
   def fit(cls, recordings: Sequence[Recording]) -> "Standardizer":
+    """Population mean and std (ddof=0) over every frame of ``recordings``.
+
+    Computed in float64 over the concatenated frames.  A dimension whose std
+    is <= 1e-8 gets std 1.0, so it is only centred.  Recordings without
+    ``aux`` are left out of the ``aux`` statistics.  ``recordings`` must be
+    non-empty (an empty sequence fits nothing, and :meth:`apply` then
+    raises ``KeyError``).
+    """
     mean, std = {}, {}
     for key in ("target", "aux"):
       arrs = [getattr(r, key) for r in recordings if getattr(r, key) is not None]
@@ -161,6 +214,12 @@ class Standardizer:
     return cls(mean, std)
 
   def apply(self, rec: Recording) -> Recording:
+    """``(x - mean) / std`` of ``target`` and ``aux``, as float32; labels unchanged.
+
+    Returns a new :class:`Recording` (the input is not modified).  Raises
+    ``KeyError`` when ``rec`` has a modality the statistics were not fitted
+    on, ``ValueError`` (numpy broadcasting) on a feature-width mismatch.
+    """
     def f(key):
       x = getattr(rec, key)
       if x is None:
@@ -169,17 +228,37 @@ class Standardizer:
     return dataclasses.replace(rec, target=f("target"), aux=f("aux"))
 
   def to_json(self) -> dict[str, Any]:
+    """``{"mean": {key: [floats]}, "std": {key: [floats]}}`` (plain JSON)."""
     return {"mean": {k: v.tolist() for k, v in self.mean.items()},
             "std": {k: v.tolist() for k, v in self.std.items()}}
 
   @classmethod
   def from_json(cls, d: dict[str, Any]) -> "Standardizer":
+    """Inverse of :meth:`to_json`; values come back exactly (float64).
+
+    Raises ``KeyError`` when ``"mean"`` or ``"std"`` is missing.
+    """
     return cls({k: np.asarray(v) for k, v in d["mean"].items()},
                {k: np.asarray(v) for k, v in d["std"].items()})
 
 
 def align(rec: Recording, delay_frames: int, frame_step: int) -> Recording:
-  """Delay features by ``delay_frames`` (first vector repeated), keep every ``frame_step``-th frame."""
+  """Delay features by ``delay_frames`` (first vector repeated), keep every ``frame_step``-th frame.
+
+  Args:
+    rec: a recording with ``N`` frames.
+    delay_frames: >= 0, ``DataConfig.delay_frames`` =
+      ``round(delay_s * frame_rate)``; the features at frame ``t`` become
+      those of ``t - delay_frames`` (frames before 0 repeat frame 0), so
+      they are paired with the gold standard at ``t``.  Labels are not
+      shifted.  A delay >= ``N`` repeats frame 0 everywhere.
+    frame_step: >= 1; frames ``0, k, 2k, ...`` are kept
+      (``ceil(N / k)`` of them), from features and labels alike.
+
+  Returns:
+    a new :class:`Recording` with ``ceil(N / frame_step)`` frames.
+    Arguments are not validated here (``DataConfig.validate`` checks them).
+  """
   def shift(x):
     if x is None or delay_frames == 0:
       return x
@@ -192,7 +271,18 @@ def align(rec: Recording, delay_frames: int, frame_step: int) -> Recording:
 
 
 def upsample(pred: np.ndarray, frame_step: int, num_frames: int) -> np.ndarray:
-  """Predictions at every ``frame_step``-th frame -> every frame (repeated)."""
+  """Predictions at every ``frame_step``-th frame -> every frame (repeated).
+
+  Args:
+    pred: ``[ceil(N / k), ...]`` predictions of the frames kept by
+      :func:`align` with ``frame_step = k``.
+    frame_step: ``k`` >= 1.
+    num_frames: ``N``, the full-rate length to return.
+
+  Returns:
+    ``[N, ...]``, same dtype: each prediction repeated ``k`` times, cut to
+    ``N`` (fewer rows if ``pred`` is too short; not checked).
+  """
   return np.repeat(pred, frame_step, axis=0)[:num_frames]
 
 
@@ -201,7 +291,19 @@ def upsample(pred: np.ndarray, frame_step: int, num_frames: int) -> np.ndarray:
 
 
 def window_starts(num_frames: int, window: int, hop: int) -> list[int]:
-  """Window starts every ``hop`` frames; the last window ends at the last frame."""
+  """Window starts every ``hop`` frames; the last window ends at the last frame.
+
+  Args:
+    num_frames: recording length ``N`` in frames.
+    window: window length in frames, >= 1.
+    hop: distance between starts in frames, >= 1.
+
+  Returns:
+    sorted start frames: ``0, hop, 2 hop, ...`` while a window fits, plus
+    ``N - window`` when the last of those does not reach the end; ``[0]``
+    (one window, padded by :class:`WindowSource`) when ``N <= window``.
+    Arguments are not validated here (``DataConfig.validate`` checks them).
+  """
   if num_frames <= window:
     return [0]
   starts = list(range(0, num_frames - window + 1, hop))
@@ -211,7 +313,15 @@ def window_starts(num_frames: int, window: int, hop: int) -> list[int]:
 
 
 class WindowSource:
-  """Random-access source of training windows (a grain data source)."""
+  """Random-access source of training windows (a grain data source).
+
+  Windows are indexed recording by recording, each at
+  :func:`window_starts`.  Item ``i`` is a dict of float32 arrays:
+  ``target [window, Dt]``, ``labels [window, D]``, ``mask [window]`` (1.0
+  for real frames, 0.0 for the zero padding of a recording shorter than a
+  window) and, when the recordings have it, ``aux [window, Da]``.  Every
+  recording must have ``labels``; all or none must have ``aux``.
+  """
 
   def __init__(self, recordings: Sequence[Recording], window: int, hop: int):
     self.recordings = list(recordings)
@@ -259,6 +369,11 @@ def train_batches(source: WindowSource, global_batch: int, seed: int, num_epochs
 
 
 def steps_per_epoch(num_windows: int, global_batch: int) -> int:
+  """Full global batches in one pass over ``num_windows`` windows, at least 1.
+
+  (The remainder of an epoch is not dropped: the epochs are concatenated
+  before batching by :func:`train_batches`.)
+  """
   return max(num_windows // global_batch, 1)
 
 
@@ -269,8 +384,19 @@ def steps_per_epoch(num_windows: int, global_batch: int) -> int:
 def eval_arrays(recordings: Sequence[Recording], num_devices: int) -> dict[str, np.ndarray]:
   """Whole recordings padded to a common length and to a multiple of ``num_devices``.
 
-  Returns ``target [R', N, Dt]`` and ``mask [R', N]`` shaped
-  ``[devices, R'/devices, ...]``.
+  Args:
+    recordings: ``R`` >= 1 recordings (their ``target`` is read, all with
+      the same width ``Dt``).
+    num_devices: ``n`` >= 1, the device count of the eval ``pmap``.
+
+  Returns:
+    ``{"target": [n, R'/n, N, Dt], "mask": [n, R'/n, N]}`` float32, where
+    ``N`` is the longest recording and ``R'`` is ``R`` rounded up to a
+    multiple of ``n``.  Row ``i`` of the flattened ``[R', ...]`` arrays is
+    recording ``i``; padding frames and padding rows are 0 with mask 0.
+
+  Raises:
+    ValueError: ``recordings`` is empty (from ``max``).
   """
   n = max(r.num_frames for r in recordings)
   rows = -(-len(recordings) // num_devices) * num_devices

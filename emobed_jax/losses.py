@@ -12,7 +12,14 @@ devices.
 Shapes are written ``[batch, time, dims]``; a ``mask`` is 1.0 for a real
 frame and 0.0 for padding, and a masked entry never changes a value or a
 gradient (masked entries are replaced by zeros *before* any arithmetic, so
-even NaN padding is harmless).
+even NaN padding is harmless).  Masks are 0/1 indicators, not weights: a
+value > 0 counts as 1 in some statistics and as itself in others.
+
+Conventions of every function below: inputs may be JAX or numpy arrays of
+any float dtype (cast to float32 inside); shapes are checked eagerly and a
+mismatch raises ``ValueError`` naming the argument; values (labels in
+range, finite inputs) are not checked, since they are traced.  The choices
+(losses, mining, binning) are described in ``docs/METHOD.md`` ("Losses").
 """
 
 from __future__ import annotations
@@ -38,10 +45,26 @@ def concordance(mean_x, mean_y, var_x, var_y, cov, xp: Any = jnp):
   """The one definition of the CCC used by the whole project.
 
   ``ccc = 2 cov / (var_x + var_y + (mean_x - mean_y)^2)`` from *population*
-  moments (ddof=0).  Degenerate case: when the denominator is below
+  moments (ddof=0): Lin's concordance correlation coefficient (L. I. Lin,
+  "A concordance correlation coefficient to evaluate reproducibility",
+  Biometrics 45(1):255-268, 1989, estimated with population moments).  Degenerate case: when the denominator is not above
   :data:`CCC_EPS` (both sequences constant and equal) no concordance can be
   measured and the CCC is defined as 0; the gradient there is 0 as well.
-  ``xp`` is ``jax.numpy`` (losses) or ``numpy`` (float64 metrics).
+
+  Args:
+    mean_x, mean_y: means of the two sequences.
+    var_x, var_y: their population variances (ddof=0), >= 0.
+    cov: their population covariance.
+    xp: the array module, ``jax.numpy`` (losses, traceable) or ``numpy``
+      (float64 metrics in :mod:`emobed_jax.metrics`).
+
+  All five are scalars or arrays of one broadcastable shape (e.g. ``[D]``,
+  one entry per output dimension), in the units of the data (variances and
+  covariance in squared units; the CCC itself is unitless).
+
+  Returns:
+    The CCC, broadcast shape, dtype of the inputs, in ``[-1, 1]`` up to
+    rounding.  Raises nothing itself.
   """
   denom = var_x + var_y + (mean_x - mean_y) ** 2
   ok = denom > CCC_EPS
@@ -62,19 +85,33 @@ def _psum(x, axis_name):
 
 
 def ccc_loss(pred, target, mask=None, axis_name: str | None = None):
-  """1 - CCC per output dimension.
+  """1 - CCC per output dimension, over all unmasked frames at once.
+
+  The CCC is :func:`concordance` (Lin, 1989) of the frames pooled over every
+  leading axis (all windows of the batch together, not a mean over
+  windows); see ``docs/METHOD.md`` ("Task loss, regression").
 
   Args:
-    pred: ``[..., D]`` predictions (e.g. ``[batch, time, D]``).
-    target: same shape as ``pred``.
-    mask: ``[...]`` (``pred.shape[:-1]``), 1 for frames that count.
-    axis_name: if given, moments are summed over this device axis, so the
-      value is the CCC of the global batch (not a mean of per-device CCCs).
+    pred: ``[..., D]`` predictions, e.g. ``[batch, time, D]``, any float
+      dtype (computed in float32), in label units.
+    target: gold standard, same shape as ``pred``.
+    mask: ``[...]`` = ``pred.shape[:-1]``, 1.0 for frames that count and
+      0.0 for padding (any numeric dtype); None: every frame counts.
+    axis_name: if given, the name of a ``pmap``/``shard_map`` axis the call
+      runs under: moments are psum'd over it, so the value is the CCC of the
+      global batch (not a mean of per-device CCCs).  Outside such a
+      transform JAX raises ``NameError`` (unbound axis name).
 
   Returns:
-    ``[D]`` float32, ``1 - ccc`` for each dimension.  Moments are computed in
-    two passes (global mean first, then centred sums) so near-constant inputs
-    lose no precision.
+    ``[D]`` float32, ``1 - ccc`` for each dimension, in ``[0, 2]``; 1.0 for a
+    dimension with no unmasked frame, about 1.0 when either sequence is
+    constant.
+    Moments are computed in two passes (global mean first, then centred
+    sums) so near-constant inputs lose no precision.
+
+  Raises:
+    ValueError: ``pred`` is 0-d or its shape differs from ``target``'s;
+      ``mask`` is not ``pred.shape[:-1]``.
   """
   if pred.ndim < 1 or pred.shape != target.shape:
     raise ValueError(
@@ -98,15 +135,32 @@ def ccc_loss(pred, target, mask=None, axis_name: str | None = None):
 
 def cross_entropy(logits, labels, mask=None, class_weights=None,
                   axis_name: str | None = None):
-  """Mean (optionally class-weighted) softmax cross-entropy.
+  """Mean (optionally class-weighted) softmax cross-entropy, in nats.
+
+  ``nll_i = -log softmax(logits_i)[y_i]``; the result is
+  ``sum_i m_i w_{y_i} nll_i / sum_i m_i w_{y_i}`` over unmasked examples,
+  the usual weighted mean (the reduction of PyTorch's
+  ``CrossEntropyLoss(weight=w, reduction='mean')``; ``w = 1`` without
+  ``class_weights``).
 
   Args:
-    logits: ``[N, C]`` (any leading shape ``[..., C]``).
-    labels: ``[N]`` integer class ids in ``[0, C)``.
-    mask: ``[N]``, 1 for examples that count (padding examples: 0).
-    class_weights: ``[C]``; the result is ``sum(w_y * nll) / sum(w_y)`` over
-      unmasked examples (the usual weighted mean).
-    axis_name: if given, the sums are psum'd (exact global mean).
+    logits: ``[N, C]`` unnormalised scores (any leading shape ``[..., C]``),
+      any float dtype (computed in float32).
+    labels: ``[N]`` (``logits.shape[:-1]``) integer class ids in ``[0, C)``.
+      Not range-checked (traced): in this JAX version a label >= C gives
+      NaN and a negative one wraps around; do not rely on either.
+    mask: ``[N]``, 1.0 for examples that count, 0.0 for padding; None: all.
+    class_weights: ``[C]`` non-negative per-class weights (float32), or None.
+    axis_name: if given, a ``pmap``/``shard_map`` axis over which the
+      numerator and denominator are psum'd (exact global mean).
+
+  Returns:
+    scalar float32 >= 0; 0.0 when no example counts (the denominator is
+    floored at 1e-12).
+
+  Raises:
+    ValueError: ``labels`` is not ``logits.shape[:-1]``, ``mask`` is not
+      ``labels.shape``, or ``class_weights`` is not ``[C]``.
   """
   if logits.ndim < 1 or tuple(labels.shape) != tuple(logits.shape[:-1]):
     raise ValueError(
@@ -135,11 +189,22 @@ def cross_entropy(logits, labels, mask=None, class_weights=None,
 
 
 def l2_normalize(x, axis: int = -1, eps: float = 1e-12):
+  """``x / sqrt(max(sum(x**2, axis), eps))``: unit L2 norm along ``axis``.
+
+  Same shape and dtype as ``x``; a vector with squared norm below ``eps``
+  (e.g. all zeros) is scaled by ``1/sqrt(eps)`` instead (zeros stay zeros),
+  so neither the value nor the gradient is ever NaN.
+  """
   return x * lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=axis, keepdims=True), eps))
 
 
 def pairwise_sq_dist(a, b):
-  """Squared L2 distances ``[N, M]`` between rows of ``a [N, E]`` and ``b [M, E]``."""
+  """Squared L2 distances ``[N, M]`` between rows of ``a [N, E]`` and ``b [M, E]``.
+
+  Computed as ``|a|^2 + |b|^2 - 2 a.b`` (one matmul) and clipped at 0
+  against rounding; dtype of the inputs.  Shapes are not checked here (a
+  width mismatch fails in the matmul).
+  """
   d = (jnp.sum(a * a, -1)[:, None] + jnp.sum(b * b, -1)[None, :]
        - 2.0 * a @ b.T)
   return jnp.maximum(d, 0.0)
@@ -200,8 +265,8 @@ def triplet_loss(anchor_emb, anchor_labels, cand_emb, cand_labels, *,
 
   Anchors come from one modality, positives and negatives (the candidates)
   from the other.  Distances are squared L2 between L2-normalised
-  embeddings (in ``[0, 4]``); a candidate is a positive when its label
-  equals the anchor's (for continuous targets, use :func:`bin_labels`).
+  embeddings (unitless, in ``[0, 4]``); a candidate is a positive when its
+  label equals the anchor's (for continuous targets, use :func:`bin_labels`).
 
   Mining modes (each averages over its terms, see below):
 
@@ -214,23 +279,39 @@ def triplet_loss(anchor_emb, anchor_labels, cand_emb, cand_labels, *,
     closest negative with ``d_an > d_ap`` (if none, the closest negative),
     ``relu(d_ap - d_an + margin)``, averaged over those pairs.
 
+  Sources: the triplet hinge and semi-hard mining follow F. Schroff,
+  D. Kalenichenko, J. Philbin, "FaceNet", CVPR 2015;
+  batch-hard and batch-all follow A. Hermans, L. Beyer, B. Leibe, "In
+  Defense of the Triplet Loss for Person Re-Identification",
+  arXiv:1703.07737, 2017.  Squared distances, the semi-hard
+  fallback and the averaging are this project's choices (EmoBed's paper
+  could not be confirmed on them): ``docs/METHOD.md`` ("Triplet loss").
+
   Args:
-    anchor_emb: ``[N, E]`` anchors (this device's).
-    anchor_labels: ``[N]`` integer labels.
-    cand_emb: ``[M, E]`` candidates (this device's).
-    cand_labels: ``[M]``.
-    margin: > 0.
+    anchor_emb: ``[N, E]`` anchors (this device's), any float dtype
+      (normalised in float32).
+    anchor_labels: ``[N]`` integer class ids (compared by equality only).
+    cand_emb: ``[M, E]`` candidates (this device's), same width ``E``.
+    cand_labels: ``[M]`` integer class ids.
+    margin: a Python number > 0, in squared-distance units (``[0, 4]``).
     mining: one of :data:`MINING_MODES`.
-    anchor_mask, cand_mask: ``[N]`` / ``[M]``, 1 for real embeddings.
+    anchor_mask, cand_mask: ``[N]`` / ``[M]``, 1.0 for real embeddings and
+      0.0 for padding; None: all real.
     symmetric: also use the candidates' modality as anchors (the mean of the
       two directions).
     axis_name: if given, candidates are ``all_gather``'d over this device
       axis *before mining* (so mining sees the global batch and the loss does
       not weaken as devices grow) and sums/counts are psum'd.  Anchors stay
       local; gradients reach the gathered candidates on their own devices.
+      Every device must hold the same ``M``.
 
   Returns:
-    scalar loss; 0 when no anchor has both a positive and a negative.
+    scalar float32 >= 0; 0 when no anchor has both a positive and a negative.
+
+  Raises:
+    ValueError: ``mining`` unknown; ``margin`` not a number > 0; an
+      embedding not 2-d or its labels not ``[N]``; widths differ; a mask of
+      the wrong shape.
   """
   if mining not in MINING_MODES:
     raise ValueError(f"mining: expected one of {MINING_MODES}, got {mining!r}")
@@ -273,13 +354,27 @@ def triplet_loss(anchor_emb, anchor_labels, cand_emb, cand_labels, *,
 def fit_bin_edges(values, num_bins: int, mask=None) -> np.ndarray:
   """Quantile edges for each dimension, fitted on training labels.
 
+  The edges are the ``1/K, 2/K, ..., (K-1)/K`` quantiles of each
+  dimension's unmasked values, computed in float64 by ``np.quantile``'s
+  default (linear interpolation, Hyndman & Fan 1996 definition 7), so the
+  K bins hold about equally many training frames (``docs/METHOD.md``,
+  "Same emotion for continuous labels").
+
   Args:
-    values: ``[..., D]`` continuous labels (host array).
-    num_bins: K >= 2 bins per dimension.
-    mask: ``[...]``, 1 for frames to use.
+    values: ``[..., D]`` continuous labels (host array or anything
+      ``np.asarray`` accepts), in label units.
+    num_bins: K, a Python ``int`` >= 2, bins per dimension.
+    mask: ``[...]`` (any shape with ``prod(values.shape[:-1])`` entries),
+      nonzero for frames to use; None: all frames.
 
   Returns:
-    ``[D, K-1]`` float32 inner edges (the 1/K, 2/K, ... quantiles).
+    ``[D, K-1]`` float32 inner edges, non-decreasing along the last axis,
+    in label units.
+
+  Raises:
+    ValueError: ``num_bins`` is not an ``int`` >= 2, ``values`` is 0-d, or
+      no frame is left after masking.
+    IndexError: (from numpy) ``mask`` has the wrong number of entries.
   """
   if not isinstance(num_bins, int) or num_bins < 2:
     raise ValueError(f"num_bins: expected an integer >= 2, got {num_bins!r}")
@@ -299,15 +394,21 @@ def bin_labels(values, edges):
   """Joint bin id of continuous labels.
 
   Each dimension d is mapped to ``b_d = #{edges[d] <= value}`` in
-  ``[0, K)``; dimensions are combined as ``sum_d b_d * K**d`` so that two
-  frames are "the same emotion" only when every dimension shares a bin.
+  ``[0, K)`` (a value equal to an edge goes to the upper bin); dimensions
+  are combined as ``sum_d b_d * K**d`` so that two frames are "the same
+  emotion" only when every dimension shares a bin.
 
   Args:
-    values: ``[..., D]``.
-    edges: ``[D, K-1]`` from :func:`fit_bin_edges`.
+    values: ``[..., D]`` array (JAX or numpy; needs ``.shape``) in label
+      units.
+    edges: ``[D, K-1]`` from :func:`fit_bin_edges`, same units.
 
   Returns:
-    ``[...]`` int32.
+    ``[...]`` int32 ids in ``[0, K**D)``.
+
+  Raises:
+    ValueError: ``edges`` is not 2-d or its ``D`` differs from
+      ``values.shape[-1]``.
   """
   edges = jnp.asarray(edges)
   if edges.ndim != 2 or values.shape[-1] != edges.shape[0]:

@@ -1,4 +1,4 @@
-"""Data parallelism: pmap wrapping, device batches, multi-host initialisation.
+"""Data parallelism: pmap wrapping, device batches, replicated placement.
 
 The step is a pure function whose collectives name the axis ``'batch'``;
 here it is run with ``jax.pmap`` over all local devices.  The train state is
@@ -20,6 +20,12 @@ AXIS = "batch"
 
 
 def local_mesh(devices=None) -> Mesh:
+  """A 1-d :class:`~jax.sharding.Mesh` with axis :data:`AXIS` over ``devices``.
+
+  Args:
+    devices: a non-empty list or tuple of ``jax.Device``; None (or empty): all
+      of this process's devices, ``jax.local_devices()``.
+  """
   return Mesh(np.asarray(devices or jax.local_devices()), (AXIS,))
 
 
@@ -30,17 +36,51 @@ def replicate(tree: Any, devices=None) -> Any:
   The values are copied through the host so that the result never aliases
   ``tree``'s buffers: the train step donates its state, which must not
   delete the caller's copy.
+
+  Args:
+    tree: a pytree of arrays (numpy or JAX, any shapes and dtypes).
+    devices: as in :func:`local_mesh`.
+
+  Returns:
+    the same structure, each leaf a ``jax.Array`` with the same shape and
+    dtype, one full copy per device (``NamedSharding`` with an empty
+    ``PartitionSpec``).  Costs one device-to-host and one host-to-device
+    copy of the whole tree.
   """
   return jax.device_put(jax.device_get(tree), NamedSharding(local_mesh(devices), PartitionSpec()))
 
 
 def unreplicate(tree: Any) -> Any:
-  """A host (numpy) copy of a replicated pytree, e.g. for checkpoints."""
+  """A host (numpy) copy of a replicated pytree, e.g. for checkpoints.
+
+  Each leaf becomes an ``np.ndarray`` of the same shape and dtype (a
+  replicated ``jax.Array`` is read once, not once per device); non-array
+  leaves go through ``np.asarray``.
+  """
   return jax.tree_util.tree_map(np.asarray, jax.device_get(tree))
 
 
 def shard_batch(batch: dict[str, np.ndarray], num_devices: int | None = None):
-  """``[global_b, ...]`` host arrays -> ``[devices, global_b / devices, ...]``."""
+  """Split a batch among devices: ``[B, ...]`` -> ``[n, B / n, ...]``.
+
+  ``B`` is this process's share of the global batch (the whole global batch
+  on one host).  Row ``i`` of the input lands on device ``i // (B / n)``, so
+  the device order of ``pmap`` sees contiguous blocks of rows.
+
+  Args:
+    batch: ``{name: array}``, each at least 1-d with the same leading size
+      ``B`` (host numpy arrays; JAX arrays work too), any dtype.
+    num_devices: ``n``; None (or 0): ``jax.local_device_count()``.
+
+  Returns:
+    a new dict with the same keys, each value reshaped to
+    ``[n, B / n] + shape[1:]`` (a view of the input for contiguous numpy
+    arrays; nothing is copied to a device).
+
+  Raises:
+    ValueError: a leading size is not divisible by ``n`` (the message names
+      the key).
+  """
   n = num_devices or jax.local_device_count()
   out = {}
   for k, v in batch.items():
@@ -54,7 +94,20 @@ def shard_batch(batch: dict[str, np.ndarray], num_devices: int | None = None):
 def pmap_train_step(step_fn: Callable, donate: bool = True, devices=None) -> Callable:
   """``pmap`` a bound train step: state and rng unmapped, batch mapped.
 
-  Pass the state placed with :func:`replicate` (same ``devices``).
+  Args:
+    step_fn: ``(state, batch, rng) -> (new_state, metrics)``, whose
+      collectives name the axis :data:`AXIS` (e.g.
+      ``train.bound_train_step(..., axis_name=parallel.AXIS)``).
+    donate: donate the state's buffers to the step (the input state is
+      deleted by the call; pass the state returned by the previous call).
+    devices: as in :func:`local_mesh`; None: all local devices.
+
+  Returns:
+    ``p_step(state, batch, rng)``: ``state`` placed with :func:`replicate`
+    (same ``devices``), ``batch`` from :func:`shard_batch` (leading axis =
+    number of devices), ``rng`` one PRNG key; returns ``(new_state,
+    metrics)`` unmapped (``out_axes=None``: the step must return values
+    that are equal on every device, e.g. psum'd / pmean'd).
   """
   return jax.pmap(step_fn, axis_name=AXIS, in_axes=(None, 0, None),
                   out_axes=(None, None), donate_argnums=(0,) if donate else (),
@@ -62,21 +115,18 @@ def pmap_train_step(step_fn: Callable, donate: bool = True, devices=None) -> Cal
 
 
 def pmap_eval_step(eval_fn: Callable, devices=None) -> Callable:
-  """``pmap`` an eval step ``(params, target, mask) -> preds``."""
+  """``pmap`` an eval step ``(params, target, mask) -> preds``.
+
+  Args:
+    eval_fn: ``(params, target, mask) -> preds`` for one device's rows.
+    devices: as in :func:`local_mesh`; None: all local devices.
+
+  Returns:
+    ``p_eval(params, target, mask)``: ``params`` unmapped (placed with
+    :func:`replicate`), ``target [n, b, ...]`` and ``mask [n, b, ...]``
+    mapped over the leading device axis (e.g. from
+    ``input_pipeline.eval_arrays``); the predictions come back mapped,
+    ``[n, b, ...]``.
+  """
   return jax.pmap(eval_fn, axis_name=AXIS, in_axes=(None, 0, 0), devices=devices)
 
-
-def initialize_multihost(coordinator: str | None, num_processes: int | None,
-                         process_id: int | None) -> None:
-  """``jax.distributed.initialize`` when running on several hosts.
-
-  Must be called before any other JAX call.  With all arguments None this is
-  a no-op unless a cluster environment (SLURM, TPU pod) is auto-detected by
-  JAX, in which case the call with no arguments initialises from it.
-  """
-  if coordinator is None and num_processes is None and process_id is None:
-    return
-  if num_processes is None:
-    raise ValueError("num_processes: required with a coordinator address")
-  jax.distributed.initialize(coordinator, num_processes=num_processes,
-                             process_id=process_id)

@@ -3,8 +3,10 @@
 import numpy as np
 import pytest
 
+from emobed_datasets.errors import DataError
 from emobed_jax import input_pipeline as ip
 from emobed_jax import writers
+from emobed_jax.config import DataConfig
 
 
 def rec(name, n, dt=3, da=2, seed=0):
@@ -101,3 +103,14 @@ def test_eval_arrays_pad_recordings_and_devices():
   flat_mask = arr["mask"].reshape(4, 9)
   np.testing.assert_array_equal(flat_mask.sum(1), [7, 4, 9, 0])
   np.testing.assert_array_equal(arr["target"].reshape(4, 9, 3)[1, :4], recs[1].target)
+
+
+def test_missing_corpus_raises_the_project_data_error(tmp_path, monkeypatch):
+  assert ip.DataError is DataError and issubclass(ip.CorpusNotFoundError, DataError)
+  monkeypatch.delenv("RECOLA_DIR", raising=False)
+  cfg = DataConfig(dataset="recola", data_dir=str(tmp_path), manual_dir="")
+  with pytest.raises(ip.CorpusNotFoundError, match="RECOLA not found.*--manual_dir"):
+    ip.resolve_prepared_dir(cfg)
+  cfg = DataConfig(dataset="recola", data_dir=str(tmp_path), manual_dir=str(tmp_path / "nope"))
+  with pytest.raises(ip.CorpusNotFoundError, match="is not a folder"):
+    ip.resolve_prepared_dir(cfg)
