@@ -1,5 +1,7 @@
 """Training: parameters touched per setting, loss goes down, exact resume, no recompiles."""
 
+import shutil
+
 import jax
 import numpy as np
 import pytest
@@ -80,9 +82,9 @@ def test_restored_checkpoint_continues_bit_identically(tmp_path):
   st = parallel.replicate(state)
   for b in data[:3]:
     st, _ = step(st, b, RNG)
-  ckpt.save(3, st, {"epoch": 0, "batch_index": 3})
+  ckpt.save(3, st, {"epoch": 0, "batch_index": 3}, score=0.5)
   ckpt.wait()
-  _, template = train.create_train_state(cfg, jax.random.PRNGKey(123))
+  _, template = train.create_train_state(cfg, jax.random.key(123))
   restored, meta = ckpt.restore(template)
   assert meta == {"epoch": 0, "batch_index": 3}
   assert int(restored.step) == 3
@@ -96,27 +98,51 @@ def test_restored_checkpoint_continues_bit_identically(tmp_path):
   ckpt.close()
 
 
-def test_a_step_left_by_a_killed_run_is_overwritten(tmp_path):
-  """A run killed between its best and latest saves of step N leaves best/N;
-  the rerun resumes from latest N-1, recomputes N and saves best/N again:
-  that replaces the old one instead of failing (orbax refuses existing steps)."""
+def test_one_manager_keeps_the_latest_and_the_best(tmp_path):
+  """One save per step; the newest 2 and the best are kept; a tie goes to
+  the earlier step (a later one must be strictly better, as the loop's
+  ``score > best`` rule); a reopened manager (a rerun) sees the same."""
   cfg, model, state, step = setup("mono")
+  ckpt = checkpoint.Checkpointer(tmp_path / "ckpt", max_to_keep=2, async_save=False)
+  states = {}
   st = parallel.replicate(state)
-  killed = checkpoint.Checkpointer(tmp_path / "ckpt", async_save=False)
-  killed.save(6, st, {"tag": "latest 6"})
-  killed.save(7, st, {"tag": "best 7, first run"}, best=True)
-  killed.close()   # (the latest save of step 7 never happened)
+  for s, score in [(2, 0.5), (4, 0.7), (6, 0.6), (8, 0.7), (10, 0.1)]:
+    st, _ = step(st, batches(s, 1)[0], RNG)
+    states[s] = leaves(st.params)
+    ckpt.save(s, st, {"step": s}, score=score)
+  assert ckpt.latest_step() == 10 and ckpt.best_step() == 4
+  kept = sorted(int(p.name) for p in (tmp_path / "ckpt").iterdir() if p.name.isdigit())
+  assert kept == [4, 8, 10]
+  ckpt.close()
   rerun = checkpoint.Checkpointer(tmp_path / "ckpt")
-  assert rerun.latest_step() == 6 and rerun.latest_step(best=True) == 7
+  assert rerun.latest_step() == 10 and rerun.best_step() == 4
+  best, meta = rerun.restore(state, best=True)
+  assert meta == {"step": 4}
+  for k, v in states[4].items():
+    np.testing.assert_array_equal(leaves(best.params)[k], v, err_msg=k)
+  assert rerun.restore(state)[1] == {"step": 10}
+  rerun.close()
+
+
+def test_a_save_interrupted_mid_write_is_ignored_and_redone(tmp_path):
+  """A run killed while orbax wrote step 6 leaves only a temporary folder:
+  the rerun resumes from step 4, recomputes step 6 and saves it normally."""
+  cfg, model, state, step = setup("mono")
+  killed = checkpoint.Checkpointer(tmp_path / "ckpt", async_save=False)
+  st = parallel.replicate(state)
+  killed.save(4, st, {"tag": "4"}, score=0.3)
+  killed.close()
+  shutil.copytree(tmp_path / "ckpt" / "4", tmp_path / "ckpt" / "6.orbax-checkpoint-tmp-1")
+  rerun = checkpoint.Checkpointer(tmp_path / "ckpt")
+  assert rerun.latest_step() == 4
   st2, _ = step(st, batches(3, 1)[0], RNG)
-  rerun.save(7, st2, {"tag": "best 7, rerun"}, best=True)
-  rerun.save(7, st2, {"tag": "latest 7"})
+  rerun.save(6, st2, {"tag": "6, rerun"}, score=0.4)
   rerun.wait()
+  assert rerun.latest_step() == 6 and rerun.best_step() == 6
   restored, meta = rerun.restore(state, best=True)
-  assert meta == {"tag": "best 7, rerun"}
+  assert meta == {"tag": "6, rerun"}
   for k, v in leaves(st2.params).items():
     np.testing.assert_array_equal(leaves(restored.params)[k], v, err_msg=k)
-  assert rerun.latest_step() == 7
   rerun.close()
 
 
