@@ -1,13 +1,22 @@
-"""Typed, frozen configuration of a run, with validation that names the field.
+"""Typed, frozen configuration of a run: every setting is declared once, here.
 
-The library only ever sees these dataclasses; ``launch/`` maps absl flags to
-them.  ``validate()`` raises :class:`ConfigError` (a ``ValueError``) whose
-message names the field (the flag of the same name) and what was expected.
+Each field carries its default, its help text, its allowed values (the
+tuples below) and whether it belongs to the run's identity, through
+:func:`option` (a :func:`dataclasses.field` with metadata).  ``launch/``
+derives the flat command-line flags (``--hidden``, ``--margin``, ...) and the
+config from these fields (``launch/_cli.py``); adding a field adds its flag.
+Fields made with :func:`derived` are read off the data (feature widths,
+number of outputs) and have no flag.
+
+The library only ever sees these dataclasses.  ``validate()`` raises
+:class:`ConfigError` (a ``ValueError``) whose message names the field (the
+flag of the same name) and what was expected.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,15 +25,41 @@ TASKS = ("regression", "classification")
 RNN_TYPES = ("lstm", "gru")
 POOLINGS = ("mean", "attention")
 RNN_IMPLS = ("auto", "scan", "pallas", "wavefront")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+EVAL_SPLITS = ("dev", "train")
 
 
 def pallas_supports_hidden(hidden: int) -> bool:
   """Whether the Pallas LSTM kernels take this hidden size (Triton: a power
   of two >= 16)."""
   return isinstance(hidden, int) and hidden >= 16 and hidden & (hidden - 1) == 0
+
+
+def option(default: Any, help: str, *, choices: tuple[str, ...] | None = None,
+           identity: bool = True) -> Any:
+  """A config field that is also a command-line flag of the same name.
+
+  Args:
+    default: the default value (immutable: str, int, float, bool or tuple).
+    help: one line for ``--help``.
+    choices: the allowed values of a string field (a flag enum).
+    identity: whether the value changes results, i.e. whether a workdir
+      holding a run with another value is "another run" (see
+      :func:`identity`).  False for fields that only change where files are
+      or how fast the step runs (``log_every``, ``rnn_impl``, ``data_dir``).
+  """
+  return field(default=default, metadata=dict(help=help, choices=choices,
+                                               identity=identity, flag=True))
+
+
+def derived(default: Any) -> Any:
+  """A config field read off the data (e.g. feature widths): no flag."""
+  return field(default=default, metadata=dict(flag=False, identity=True))
+
+
 MINING_MODES = ("batch_all", "batch_hard", "semi_hard")
 
-#: Which parts each setting has (DESIGN.md, "Training settings").
+#: Which parts each setting has (docs/DESIGN.md, "Training settings").
 #: aux: an auxiliary encoder; shared_head: the aux branch goes through the
 #: target's head; aux_head: a head of its own for the aux branch;
 #: triplet: the crossmodal triplet loss on a shared embedding space.
@@ -47,23 +82,24 @@ def _check(cond: bool, name: str, expected: str, value: Any) -> None:
 
 @dataclass(frozen=True)
 class ModelConfig:
-  """Encoder / head / embedding sizes (METHOD.md: our choices, all flags)."""
-  rnn: str = "lstm"
-  num_layers: int = 2
-  hidden: int = 64
-  proj_dim: int = 64
-  dropout: float = 0.0
-  head_hidden: int = 32
-  embed_dim: int = 32
-  pooling: str = "mean"
-  #: Time-unrolling of the recurrence scan (1 = no unrolling).
-  unroll: int = 1
-  #: How the LSTM recurrence runs (RNN_IMPLS): "scan" (lax.scan loops, the
-  #: CPU default), "pallas" (one Pallas kernel per layer and pass: the GPU
-  #: default), "wavefront" (all layers in one scan, no dropout between
-  #: layers), "auto" (pallas on a GPU when the hidden size allows it, else
-  #: scan).  Same parameters and values either way (PERF_NOTES.md).
-  rnn_impl: str = "auto"
+  """Encoder / head / embedding sizes (docs/METHOD.md: our choices)."""
+  rnn: str = option("lstm", "Recurrent cell.", choices=RNN_TYPES)
+  num_layers: int = option(2, "Recurrent layers per encoder.")
+  hidden: int = option(64, "Recurrent width.")
+  proj_dim: int = option(64, "Input projection width (Dense before the recurrent layers).")
+  dropout: float = option(0.0, "Dropout after each recurrent layer.")
+  head_hidden: int = option(32, "Hidden width of the recognition head.")
+  embed_dim: int = option(32, "Width of the (L2-normalised) emotion embedding.")
+  pooling: str = option("mean", "Pooling of utterance-level tasks (classification).",
+                         choices=POOLINGS)
+  unroll: int = option(1, "Time-unrolling of the recurrence loop (scan and wavefront "
+                        "impls; 1 = none).", identity=False)
+  rnn_impl: str = option(
+      "auto", "How the LSTM recurrence runs: auto = pallas on a GPU, scan elsewhere; "
+      "scan = lax.scan loops; pallas = Pallas (Triton) kernels; wavefront = all layers "
+      "in one loop. Same parameters; values agree to about 1e-4 on a CPU, looser with "
+      "TF32 matrix products on a GPU (PERF_NOTES.md).",
+      choices=RNN_IMPLS, identity=False)
 
   def validate(self) -> "ModelConfig":
     _check(self.rnn in RNN_TYPES, "rnn", f"one of {RNN_TYPES}", self.rnn)
@@ -88,16 +124,15 @@ class ModelConfig:
 @dataclass(frozen=True)
 class LossConfig:
   """Loss weights and triplet settings."""
-  lambda_aux: float = 1.0
-  lambda_tri: float = 1.0
-  margin: float = 0.2
-  mining: str = "batch_hard"
-  symmetric: bool = True
-  #: K quantile bins per continuous dimension ("same emotion" = same bin).
-  num_bins: int = 3
-  #: For sequence tasks: frames pooled into one embedding for the triplet
-  #: loss (50 frames = 2 s at 40 ms); windows give T / segment embeddings.
-  triplet_segment: int = 50
+  lambda_aux: float = option(1.0, "Weight of the auxiliary task loss (joint, emobed).")
+  lambda_tri: float = option(1.0, "Weight of the triplet loss (crossmodal, emobed).")
+  margin: float = option(0.2, "Triplet margin (squared L2 distance of unit vectors).")
+  mining: str = option("batch_hard", "Triplet mining.", choices=MINING_MODES)
+  symmetric: bool = option(True, "Also use auxiliary embeddings as anchors.")
+  num_bins: int = option(3, "Quantile bins per dimension defining 'same emotion' "
+                          "(regression: same joint bin).")
+  triplet_segment: int = option(50, "Frames pooled into one embedding for the triplet "
+                                 "loss (50 frames = 2 s at 40 ms).")
 
   def validate(self) -> "LossConfig":
     _check(self.lambda_aux >= 0, "lambda_aux", "a value >= 0", self.lambda_aux)
@@ -115,14 +150,15 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-  optimizer: str = "adam"
-  learning_rate: float = 1e-3
-  clip_norm: float = 1.0
-  weight_decay: float = 0.0
+  """Optimiser (optax)."""
+  optimizer: str = option("adam", "Optimiser.", choices=OPTIMIZERS)
+  learning_rate: float = option(1e-3, "Learning rate.")
+  clip_norm: float = option(1.0, "Global gradient-norm clipping (0 = off).")
+  weight_decay: float = option(0.0, "adamw weight decay.")
 
   def validate(self) -> "OptimConfig":
-    _check(self.optimizer in ("adam", "adamw", "sgd"), "optimizer",
-           "one of ('adam', 'adamw', 'sgd')", self.optimizer)
+    _check(self.optimizer in OPTIMIZERS, "optimizer", f"one of {OPTIMIZERS}",
+           self.optimizer)
     _check(self.learning_rate > 0, "learning_rate", "a value > 0", self.learning_rate)
     _check(self.clip_norm >= 0, "clip_norm", "a value >= 0 (0 = off)", self.clip_norm)
     _check(self.weight_decay >= 0, "weight_decay", "a value >= 0", self.weight_decay)
@@ -137,11 +173,12 @@ class TaskConfig:
   number of classes.  ``target_dim`` / ``aux_dim``: input feature widths of
   the target and auxiliary modality.
   """
-  setting: str = "emobed"
-  task: str = "regression"
-  num_outputs: int = 2
-  target_dim: int = 88
-  aux_dim: int = 168
+  setting: str = option("emobed", "Training setting: mono, joint (shared head), "
+                         "crossmodal (triplet loss), emobed (both).", choices=SETTINGS)
+  task: str = derived("regression")
+  num_outputs: int = derived(2)
+  target_dim: int = derived(88)
+  aux_dim: int = derived(168)
 
   @property
   def parts(self) -> dict[str, bool]:
@@ -201,23 +238,37 @@ class DataConfig:
   valence); ``auto`` takes the matching one for a single dimension and
   concatenates both for two.
   """
-  dataset: str = "demo"
-  data_dir: str = ""
-  manual_dir: str = ""
-  demo_seed: int = 0
-  modality: str = "audio"
-  aux_modality: str = "video"
-  dimensions: tuple[str, ...] = ("arousal", "valence")
-  feature_variant: str = "auto"
-  window: int = 300
-  hop: int = 50
-  frame_step: int = 1
-  delay_s: float = 2.0
-  frame_rate: float = 25.0
-  #: Training recordings held out (the last ones of the train split) for
-  #: model selection; 0 selects on the evaluation split (then say so).
-  val_recordings: int = 2
-  eval_split: str = "dev"
+  dataset: str = option("demo", "Corpus: real RECOLA or the generated demo.",
+                         choices=DATASETS)
+  data_dir: str = option("", "Prepared data. Default: $EMOBED_DATA_DIR, else "
+                          "~/emobed_data.", identity=False)
+  manual_dir: str = option("", "recola: the unpacked AVEC 2016 package (default: "
+                            "$RECOLA_DIR).", identity=False)
+  demo_seed: int = option(0, "demo: corpus seed.")
+  modality: str = option("audio", "Target (inference) modality: audio, video, or a "
+                          "RECOLA feature set (video_appearance, video_geometric, ecg, "
+                          "hrhrv, eda, scl, scr).")
+  aux_modality: str = option("", "Auxiliary (training-only) modality. Default: video "
+                              "for an audio target, audio otherwise.")
+  dimensions: tuple[str, ...] = option(("arousal", "valence"),
+                                        "Emotion dimensions to predict (comma-separated).")
+  feature_variant: str = option("auto", "Which RECOLA feature variant: auto = the "
+                                 "matching one, both for 2 dimensions.",
+                                 choices=FEATURE_VARIANTS)
+  window: int = option(300, "Training window length in frames (40 ms each).")
+  hop: int = option(50, "Hop between training windows in frames.")
+  frame_step: int = option(1, "Keep every k-th frame.")
+  delay_s: float = option(2.0, "Label delay compensation in seconds.")
+  frame_rate: float = derived(25.0)
+  val_recordings: int = option(2, "Train recordings held out (the last ones) for "
+                                "model selection; 0 = select on the evaluation split.")
+  eval_split: str = option("dev", "Split of the final metrics (RECOLA test labels "
+                            "were never released).", choices=EVAL_SPLITS)
+
+  def __post_init__(self):
+    if not self.aux_modality:  # the other of audio/video
+      object.__setattr__(self, "aux_modality",
+                         "video" if self.modality == "audio" else "audio")
 
   def feature_set(self, which: str) -> str:
     name = getattr(self, which)
@@ -252,7 +303,7 @@ class DataConfig:
       _check(isinstance(v, int) and v > 0, name, "a positive integer", v)
     _check(self.delay_s >= 0, "delay_s", "a delay >= 0 seconds", self.delay_s)
     _check(self.val_recordings >= 0, "val_recordings", "an integer >= 0", self.val_recordings)
-    _check(self.eval_split in ("dev", "train"), "eval_split",
+    _check(self.eval_split in EVAL_SPLITS, "eval_split",
            "'dev' (RECOLA test labels were never released)", self.eval_split)
     return self
 
@@ -262,11 +313,12 @@ class RunConfig:
   """A whole training run: the core (model, losses, optimiser) plus data and loop."""
   core: CoreConfig = field(default_factory=CoreConfig)
   data: DataConfig = field(default_factory=DataConfig)
-  batch_size: int = 32
-  epochs: int = 30
-  seed: int = 0
-  log_every: int = 10
-  eval_every_epochs: int = 1
+  batch_size: int = option(32, "Global batch size (windows), divided over all devices.")
+  epochs: int = option(30, "Epochs.")
+  seed: int = option(0, "Seed of initialisation, data order and dropout.")
+  log_every: int = option(10, "Steps between progress lines (train metrics are means "
+                           "over these steps).", identity=False)
+  eval_every_epochs: int = option(1, "Epochs between validations (model selection).")
 
   def validate(self) -> "RunConfig":
     self.core.validate()
@@ -304,3 +356,90 @@ def from_dict(cls: type, d: dict[str, Any]):
 
 _DATACLASSES = {c.__name__: c for c in (ModelConfig, LossConfig, OptimConfig,
                                         TaskConfig, CoreConfig, DataConfig, RunConfig)}
+
+
+@dataclass(frozen=True)
+class Option:
+  """One leaf field of a nested config: where it sits and what its flag is."""
+  path: tuple[str, ...]        # e.g. ("core", "model", "hidden")
+  section: type                # the dataclass that declares it
+  field: dataclasses.Field
+  type: Any                    # the resolved annotation (int, float, str, bool, tuple)
+
+  @property
+  def name(self) -> str:
+    return self.path[-1]
+
+  @property
+  def help(self) -> str:
+    return self.field.metadata.get("help", "")
+
+  @property
+  def choices(self) -> tuple[str, ...] | None:
+    return self.field.metadata.get("choices")
+
+  @property
+  def is_flag(self) -> bool:
+    return bool(self.field.metadata.get("flag", False))
+
+  @property
+  def in_identity(self) -> bool:
+    return bool(self.field.metadata.get("identity", True))
+
+
+def options(cls: type = None, prefix: tuple[str, ...] = ()) -> list[Option]:
+  """Every leaf field of the config dataclass ``cls`` (default
+  :class:`RunConfig`), depth first in declaration order.
+
+  Raises:
+    ConfigError: two leaves share a name (flags are flat, so names must be
+      unique across sections).
+  """
+  cls = cls or RunConfig
+  hints = typing.get_type_hints(cls)
+  out: list[Option] = []
+  for f in dataclasses.fields(cls):
+    t = hints[f.name]
+    if dataclasses.is_dataclass(t):
+      out.extend(options(t, prefix + (f.name,)))
+    else:
+      out.append(Option(prefix + (f.name,), cls, f, t))
+  if not prefix:
+    seen: dict[str, Option] = {}
+    for o in out:
+      if o.name in seen:
+        raise ConfigError(f"config: field name {o.name!r} is used by both "
+                          f"{'.'.join(seen[o.name].path)} and {'.'.join(o.path)}")
+      seen[o.name] = o
+  return out
+
+
+def from_flat(values: dict[str, Any], cls: type = None) -> Any:
+  """Build the nested config ``cls`` (default :class:`RunConfig`) from flat
+  ``{field name: value}`` (e.g. parsed flags); absent names keep defaults.
+  Lists become tuples.  Not validated (call ``.validate()``)."""
+  cls = cls or RunConfig
+  nested: dict[str, Any] = {}
+  for o in options(cls):
+    if o.name in values:
+      d = nested
+      for p in o.path[:-1]:
+        d = d.setdefault(p, {})
+      v = values[o.name]
+      d[o.name] = tuple(v) if isinstance(v, list) else v
+  return from_dict(cls, nested)
+
+
+def identity(cfg: Any) -> dict[str, Any]:
+  """What makes two runs the same run: the config as a nested dict without
+  the fields declared ``identity=False`` (they change where files are or
+  how fast the step runs, not the results) and without the fields read off
+  the data (:func:`derived`)."""
+  d = to_dict(cfg)
+  for o in options(type(cfg)):
+    if not o.in_identity or not o.is_flag:
+      parent = d
+      for p in o.path[:-1]:
+        parent = parent[p]
+      parent.pop(o.name, None)
+  return d
