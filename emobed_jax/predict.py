@@ -76,7 +76,7 @@ def load_predictor(workdir: str | Path, *, best: bool = True,
   config = dataclasses.replace(
       config, core=config.core.replace(model=dict(rnn_impl=rnn_impl))).validate()
   stats = writers.read_json(workdir / "stats.json")
-  model, template = train.create_train_state(config.core, jax.random.PRNGKey(0))
+  model, template = train.create_train_state(config.core, jax.random.key(0))
   ckpt = checkpoint.Checkpointer(workdir / "checkpoints", async_save=False)
   try:
     state, _ = ckpt.restore(template, best=best)

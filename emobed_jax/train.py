@@ -8,8 +8,10 @@ triplet candidates are all_gather'd before mining), and the gradients are
 ``pmean``'d over the same axis -- which, with the collectives inside the
 loss, is exactly the gradient of the global loss (see ``losses.py``).
 
-``train_and_evaluate(config, workdir)`` runs a whole RECOLA-style training
-(data, model selection, checkpoints, ``results.json``) around these steps.
+``train_and_evaluate(config, workdir)`` is the loop: a whole RECOLA-style
+run (data from :mod:`emobed_jax.run_data`, model selection and
+``results.json`` from :mod:`emobed_jax.evaluate`, files from
+:mod:`emobed_jax.workdir`, checkpoints from :mod:`emobed_jax.checkpoint`).
 
 A batch is a dict of arrays (per device):
 
@@ -34,9 +36,11 @@ import optax
 from flax import struct
 from flax.training import train_state
 
-from emobed_jax import losses
-from emobed_jax.config import CoreConfig, OptimConfig
-from emobed_jax.models import EmoBed, init_params
+from emobed_jax import checkpoint, evaluate, losses, parallel, run_data
+from emobed_jax import workdir as wd
+from emobed_jax.config import CoreConfig, OptimConfig, RunConfig
+from emobed_jax.input_pipeline import WindowSource, steps_per_epoch, train_batches
+from emobed_jax.models import EmoBed, init_params, segment_pool
 
 
 class TrainState(train_state.TrainState):
@@ -128,7 +132,6 @@ def embedding_labels(config: CoreConfig, labels, mask, bin_edges):
   """Labels of the triplet embeddings: classes, or binned segment means."""
   if config.task.task == "classification":
     return labels
-  from emobed_jax.models import segment_pool
   seg_labels, _ = segment_pool(labels, mask, config.loss.triplet_segment)
   return losses.bin_labels(seg_labels, bin_edges)
 
@@ -205,187 +208,25 @@ def bound_train_step(model: EmoBed, config: CoreConfig, bin_edges=None,
 
 
 # ---------------------------------------------------------------------------
-# The whole run: data -> training with model selection -> results.json.
+# The loop: data -> training with model selection -> results.json.
 
 Report = Callable[[str, dict], None]
 
-
-class RunError(ValueError):
-  """A user-facing problem with a run (workdir, flags vs data); one line."""
-
-
-def _dims_metrics(values, dims) -> dict[str, float]:
-  out = {f"ccc_{d}": float(v) for d, v in zip(dims, np.atleast_1d(values))}
-  out["ccc_mean"] = float(np.mean(np.atleast_1d(values)))
-  return out
+#: Train metrics of every step, and the loss terms each setting has.
+_TERMS = {"aux": "task_aux", "triplet": "triplet"}
 
 
-def evaluate_recordings(p_eval, params, recordings, full_labels, data_cfg, num_devices):
-  """CCC of the target branch on whole recordings, both granularities.
-
-  Args:
-    p_eval: pmapped :func:`eval_step`.
-    params: the (replicated) parameters; only the target branch is used.
-    recordings: aligned (delayed, subsampled) recordings.
-    full_labels: ``{name: [N, D]}`` gold standard at the full frame rate.
-
-  Returns:
-    ``{"concatenated": {...}, "per_recording_mean": {...}, "per_recording":
-    {name: {...}}}`` with ``ccc_<dim>`` and ``ccc_mean`` entries.
-  """
-  from emobed_jax import input_pipeline, metrics
-  arrays = input_pipeline.eval_arrays(recordings, num_devices)
-  preds = np.asarray(p_eval(params, arrays["target"], arrays["mask"]))
-  preds = preds.reshape((-1,) + preds.shape[2:])
-  by_name = {}
-  for i, rec in enumerate(recordings):
-    y = full_labels[rec.name]
-    by_name[rec.name] = input_pipeline.upsample(preds[i, :rec.num_frames],
-                                                data_cfg.frame_step, y.shape[0])
-  dims = data_cfg.dimensions
-  conc = metrics.ccc_by_recording(by_name, full_labels, "concatenated")
-  per = metrics.ccc_by_recording(by_name, full_labels, "per_recording")
-  return {"concatenated": _dims_metrics(conc.value, dims),
-          "per_recording_mean": _dims_metrics(per.value, dims),
-          "per_recording": {k: _dims_metrics(v, dims) for k, v in per.per_recording.items()}}
+def logged_terms(config: CoreConfig) -> tuple[str, ...]:
+  """Names of the :class:`StepMetrics` a setting logs: its loss terms only
+  (``mono`` has no ``task_aux`` or ``triplet``), then ``grad_norm``."""
+  parts = config.task.parts
+  return ("loss", "task_target") + tuple(t for p, t in _TERMS.items() if parts[p]) + (
+      "grad_norm",)
 
 
-#: Fields of the resolved config that are read off the data, not chosen.
-_DERIVED = ("target_dim", "aux_dim", "num_outputs", "task")
-#: Model fields that change how the step runs, not its values or parameters
-#: (a run may resume with another, e.g. trained on a GPU, resumed on a CPU).
-_EXECUTION_ONLY = ("unroll", "rnn_impl")
-
-
-def _first_difference(a, b, prefix="") -> str:
-  if isinstance(a, dict) and isinstance(b, dict):
-    for k in sorted(set(a) | set(b)):
-      if a.get(k) != b.get(k):
-        return _first_difference(a.get(k), b.get(k), f"{prefix}{k}.")
-  return f"{prefix.rstrip('.')}: {a!r} there, {b!r} now"
-
-
-def _check_same_run(workdir: Path, config) -> None:
-  """Refuse a workdir that holds a run of another config (derived fields aside)."""
-  from emobed_jax import writers
-  from emobed_jax.config import to_dict
-  cfg_path = workdir / "config.json"
-  if not cfg_path.exists():
-    return
-  old = writers.read_json(cfg_path)
-  new = writers._jsonable(to_dict(config))
-  for k in _DERIVED:
-    new["core"]["task"][k] = old.get("core", {}).get("task", {}).get(k)
-  for k in _EXECUTION_ONLY:   # how the recurrence runs, not what it computes
-    for cfg in (old, new):
-      cfg.get("core", {}).get("model", {}).pop(k, None)
-  if old != new:
-    raise RunError(f"--workdir={workdir} holds a run with another config "
-                   f"({_first_difference(old, new)}); use a new --workdir to start a "
-                   "different run")
-
-
-def _prepare_workdir(workdir: Path, resolved: dict[str, Any]) -> None:
-  from emobed_jax import writers
-  try:
-    workdir.mkdir(parents=True, exist_ok=True)
-    probe = workdir / ".write_test"
-    probe.write_text("ok")
-    probe.unlink()
-  except OSError as e:
-    raise RunError(f"--workdir={workdir}: cannot write there ({e.strerror or e})") from None
-  if not (workdir / "config.json").exists():
-    writers.write_json(workdir / "config.json", resolved)
-
-
-@dataclasses.dataclass
-class RunData:
-  """Everything the loop needs from the data, ready to use."""
-  config: Any  # the resolved RunConfig (feature widths read off the data)
-  train: list
-  val: list
-  eval: list
-  full_val_labels: dict[str, np.ndarray]
-  full_eval_labels: dict[str, np.ndarray]
-  bin_edges: np.ndarray
-  selection_split: str
-  seconds: float
-
-
-def load_run_data(config, workdir: Path, is_main: bool) -> RunData:
-  """Prepared corpus -> aligned, standardised recordings; writes config/stats.json.
-
-  Standardisation statistics and triplet bin edges come from the training
-  recordings only and are stored in ``stats.json`` (reused on resume).
-  """
-  from emobed_jax import input_pipeline, writers
-  from emobed_jax.config import to_dict
-  t0 = time.perf_counter()
-  dcfg = config.data
-  parts = config.core.task.parts
-  tfds_dir = input_pipeline.resolve_prepared_dir(dcfg)
-  train = input_pipeline.load_recordings(tfds_dir, "train", dcfg, with_aux=parts["aux"],
-                                         with_labels=True)
-  evals = input_pipeline.load_recordings(tfds_dir, dcfg.eval_split, dcfg, with_aux=False,
-                                         with_labels=True)
-  if dcfg.val_recordings:
-    if dcfg.val_recordings >= len(train):
-      raise RunError(f"--val_recordings={dcfg.val_recordings}: the train split has only "
-                     f"{len(train)} recordings; hold out fewer")
-    train, val = train[:-dcfg.val_recordings], train[-dcfg.val_recordings:]
-    selection = f"train (held out: {', '.join(r.name for r in val)})"
-  else:
-    val = evals
-    selection = f"{dcfg.eval_split} (also the evaluation split)"
-  core = config.core.replace(task=dict(
-      target_dim=int(train[0].target.shape[1]),
-      aux_dim=int(train[0].aux.shape[1]) if parts["aux"] else config.core.task.aux_dim,
-      num_outputs=len(dcfg.dimensions), task="regression"))
-  config = dataclasses.replace(config, core=core)
-  if is_main:
-    _prepare_workdir(workdir, to_dict(config))
-
-  stats_path = workdir / "stats.json"
-  if stats_path.exists():
-    standardizer = input_pipeline.Standardizer.from_json(
-        writers.read_json(stats_path)["standardizer"])
-  else:
-    standardizer = input_pipeline.Standardizer.fit(train)
-
-  def prep(recs):
-    return [input_pipeline.align(standardizer.apply(r), dcfg.delay_frames, dcfg.frame_step)
-            for r in recs]
-  train_a = prep(train)
-  bin_edges = losses.fit_bin_edges(np.concatenate([r.labels for r in train_a]),
-                                   core.loss.num_bins)
-  if is_main and not stats_path.exists():
-    writers.write_json(stats_path, {"standardizer": standardizer.to_json(),
-                                    "bin_edges": bin_edges.tolist(),
-                                    "dimensions": list(dcfg.dimensions)})
-  return RunData(config, train_a, prep(val), prep(evals), {r.name: r.labels for r in val},
-                 {r.name: r.labels for r in evals}, bin_edges, selection,
-                 time.perf_counter() - t0)
-
-
-class _Logger:
-  """metrics.jsonl + TensorBoard, written by process 0 only."""
-
-  def __init__(self, workdir: Path, enabled: bool):
-    from emobed_jax import writers
-    self._writers = writers
-    self.path = workdir / "metrics.jsonl"
-    self.tb = writers.SummaryWriter(workdir / "tensorboard") if enabled else None
-
-  def log(self, record: dict, scalars_prefix: str | None = None, scalars=None) -> None:
-    if self.tb is None:
-      return
-    self._writers.append_jsonl(self.path, record)
-    if scalars_prefix:
-      self.tb.scalars(record["step"], {f"{scalars_prefix}/{k}": v for k, v in scalars.items()})
-
-  def close(self) -> None:
-    if self.tb is not None:
-      self.tb.close()
+@jax.jit
+def _accumulate(total: StepMetrics, m: StepMetrics) -> StepMetrics:
+  return jax.tree_util.tree_map(jnp.add, total, m)
 
 
 class _Rate:
@@ -408,86 +249,45 @@ class _Rate:
     return self.steps / max(time.perf_counter() - self.start, 1e-9)
 
 
-def train_and_evaluate(config, workdir, report: Report | None = None) -> dict[str, Any]:
-  """Train one run and write its workdir (DESIGN.md, contract of launch/train.py).
-
-  Args:
-    config: a :class:`emobed_jax.config.RunConfig`.
-    workdir: receives ``config.json``, ``stats.json``, ``metrics.jsonl``,
-      TensorBoard events, ``checkpoints/`` and finally ``results.json``.  If
-      it holds a checkpoint of the same config, training resumes from it; if
-      it holds ``results.json``, nothing is redone; another config is refused.
-    report: optional ``report(kind, info)`` callback for progress
-      (``kind`` in data / resume / train / eval / done); the library itself
-      never prints.
-
-  Returns:
-    The content of ``results.json``.
-  """
-  from emobed_jax import checkpoint, input_pipeline, parallel, writers
-
-  report = report or (lambda kind, info: None)
-  config.validate()
-  workdir = Path(workdir).expanduser()
-  _check_same_run(workdir, config)
-  if (workdir / "results.json").exists():
-    results = writers.read_json(workdir / "results.json")
-    report("done", {"results": results, "already": True})
-    return results
-  is_main = jax.process_index() == 0
-  data = load_run_data(config, workdir, is_main)
-  config, core, dcfg = data.config, data.config.core, data.config.data
-  if config.batch_size % jax.device_count():
-    raise RunError(f"--batch_size={config.batch_size} is not divisible by the "
-                   f"{jax.device_count()} devices")
-  source = input_pipeline.WindowSource(data.train, dcfg.window, dcfg.hop)
-  spe = input_pipeline.steps_per_epoch(len(source), config.batch_size)
-  total_steps = spe * config.epochs
-  batches = input_pipeline.train_batches(source, config.batch_size, config.seed,
-                                         config.epochs + 1, jax.process_index(),
-                                         jax.process_count())
-  report("data", {"train": len(data.train), "val": len(data.val), "eval": len(data.eval),
-                  "windows": len(source), "steps_per_epoch": spe, "total_steps": total_steps,
-                  "devices": jax.device_count(), "seconds": data.seconds,
-                  "selection_split": data.selection_split})
-
-  model, state = create_train_state(core, jax.random.PRNGKey(config.seed))
-  ckpt = checkpoint.Checkpointer(workdir / "checkpoints")
-  meta = {"best_score": None, "best_step": None, "train_seconds": 0.0}
-  if ckpt.latest_step() is not None:
-    state, meta = ckpt.restore(state)
-    report("resume", {"step": int(state.step), "best_step": meta["best_step"]})
-  p_step = parallel.pmap_train_step(bound_train_step(model, core, data.bin_edges,
-                                                     parallel.AXIS))
-  p_eval = parallel.pmap_eval_step(functools.partial(eval_step, model=model))
+def _train_loop(st: TrainState, batches, rng, *, config: RunConfig, data: run_data.RunData,
+                p_step: Callable, p_eval: Callable, ckpt: checkpoint.Checkpointer,
+                log: wd.MetricsLog, report: Report, steps_per_epoch: int,
+                meta: dict[str, Any]) -> None:
+  """Steps from ``st.step`` to the end: train metrics averaged over each log
+  interval (summed on device), validation and one checkpoint every
+  ``eval_every_epochs`` epochs and at the last step."""
+  spe, total_steps = steps_per_epoch, steps_per_epoch * config.epochs
+  core = config.core
+  terms = logged_terms(core)
   num_devices = jax.local_device_count()
-  logger = _Logger(workdir, is_main)
   rate = _Rate()
-  st = parallel.replicate(state)
-  rng = jax.random.PRNGKey(config.seed + 1)
-  start_step = int(state.step)
+  start_step = int(st.step)
   segment_start = time.perf_counter()
+  total, count = None, 0
   for step in range(start_step, total_steps):
     batch = batches[step]
     if step == start_step:
       check_batch(batch, core)
     st, m = p_step(st, parallel.shard_batch(batch, num_devices), rng)
     rate.tick(m.loss)
+    total, count = (m if total is None else _accumulate(total, m)), count + 1
     done = step + 1
     if done % config.log_every == 0 or done == total_steps:
-      values = {k: float(v) for k, v in dataclasses.asdict(jax.device_get(m)).items()}
+      sums = dataclasses.asdict(jax.device_get(total))
+      values = {k: float(sums[k]) / count for k in terms}
+      total, count = None, 0
       if not np.isfinite(values["loss"]):
-        raise FloatingPointError(f"loss became {values['loss']} at step {done}; try a lower "
+        raise FloatingPointError(f"loss became {values['loss']} by step {done}; try a lower "
                                  "--learning_rate or --clip_norm")
       rec = {"step": done, "epoch": done / spe, "split": "train", **values,
              "steps_per_second": rate.value or 0.0}
-      logger.log(rec, "train", values)
+      log.log(rec, "train", values)
       report("train", {**rec, "total_steps": total_steps,
                        "eta_seconds": (total_steps - done) / rate.value if rate.value else None})
-    epoch_end = done % spe == 0
-    if epoch_end and ((done // spe) % config.eval_every_epochs == 0 or done == total_steps):
-      val = evaluate_recordings(p_eval, st.params, data.val, data.full_val_labels, dcfg,
-                                num_devices)
+    if done % spe == 0 and ((done // spe) % config.eval_every_epochs == 0
+                            or done == total_steps):
+      val = evaluate.evaluate_recordings(p_eval, st.params, data.val, data.full_val_labels,
+                                         config.data, num_devices)
       score = val["concatenated"]["ccc_mean"]
       is_best = meta["best_score"] is None or score > meta["best_score"]
       if is_best:
@@ -496,45 +296,92 @@ def train_and_evaluate(config, workdir, report: Report | None = None) -> dict[st
       meta["train_seconds"] = meta.get("train_seconds", 0.0) + now - segment_start
       meta["steps_per_second"] = rate.value
       segment_start = now
-      if is_best:
-        ckpt.save(done, st, dict(meta), best=True)
-      ckpt.save(done, st, dict(meta))
+      ckpt.save(done, st, dict(meta), score)
       rec = {"step": done, "epoch": done // spe, "split": "val", **val["concatenated"],
              "best_step": meta["best_step"]}
-      logger.log(rec, "val", val["concatenated"])
+      log.log(rec, "val", val["concatenated"])
       report("eval", {**rec, "is_best": is_best})
   ckpt.wait()
-  results = _final_results(ckpt, state, p_eval, data, total_steps)
+
+
+def train_and_evaluate(config: RunConfig, workdir: str | Path,
+                       report: Report | None = None) -> dict[str, Any]:
+  """Train one run and write its workdir (docs/DESIGN.md, run contract).
+
+  Args:
+    config: a :class:`emobed_jax.config.RunConfig`.
+    workdir: receives ``config.json``, ``stats.json``, ``metrics.jsonl``,
+      TensorBoard events, ``checkpoints/`` and finally ``results.json``.  If
+      it holds a checkpoint of the same run, training resumes from it; if it
+      holds ``results.json``, nothing is redone.
+    report: optional ``report(kind, info)`` callback for progress (``kind``
+      in data / resume / train / eval / done); the library never prints.
+
+  Returns:
+    The content of ``results.json``.
+
+  Raises:
+    emobed_jax.config.ConfigError: an invalid config (names the flag).
+    emobed_jax.workdir.RunError: the workdir holds another run or cannot be
+      written; the batch does not divide over the devices.
+    emobed_datasets.errors.DataError: the prepared corpus is missing or bad.
+    FloatingPointError: the train loss became NaN or inf.
+  """
+  report = report or (lambda kind, info: None)
+  config.validate()
+  workdir = Path(workdir).expanduser()
+  wd.check_same_run(workdir, config)
+  if (results := wd.finished_results(workdir)) is not None:
+    report("done", {"results": results, "already": True})
+    return results
+  if config.batch_size % jax.device_count():
+    raise wd.RunError(f"--batch_size={config.batch_size} is not divisible by the "
+                      f"{jax.device_count()} devices")
+  is_main = jax.process_index() == 0
+  data = run_data.load_run_data(config, wd.read_stats(workdir))
+  config, core = data.config, data.config.core
   if is_main:
-    writers.write_json(workdir / "results.json", results)
-  logger.log({"step": total_steps, "split": dcfg.eval_split, **results["metrics"],
-              "best_step": results["best_step"]}, dcfg.eval_split, results["metrics"])
-  logger.close()
+    wd.prepare(workdir, config, data.stats)
+  source = WindowSource(data.train, config.data.window, config.data.hop)
+  spe = steps_per_epoch(len(source), config.batch_size)
+  total_steps = spe * config.epochs
+  batches = train_batches(source, config.batch_size, config.seed, config.epochs + 1,
+                          jax.process_index(), jax.process_count())
+  report("data", {"train": len(data.train), "val": len(data.val), "eval": len(data.eval),
+                  "windows": len(source), "steps_per_epoch": spe, "total_steps": total_steps,
+                  "devices": jax.device_count(), "seconds": data.seconds,
+                  "selection_split": data.selection_split})
+
+  model, state = create_train_state(core, jax.random.key(config.seed))
+  ckpt = checkpoint.Checkpointer(workdir / "checkpoints")
+  meta = {"best_score": None, "best_step": None, "train_seconds": 0.0}
+  if ckpt.latest_step() is not None:
+    state, meta = ckpt.restore(state)
+    report("resume", {"step": int(state.step), "best_step": meta["best_step"]})
+  p_step = parallel.pmap_train_step(bound_train_step(model, core, data.bin_edges,
+                                                     parallel.AXIS))
+  p_eval = parallel.pmap_eval_step(functools.partial(eval_step, model=model))
+  log = wd.MetricsLog(workdir, is_main)
+  _train_loop(parallel.replicate(state), batches, jax.random.key(config.seed + 1),
+              config=config, data=data, p_step=p_step, p_eval=p_eval, ckpt=ckpt, log=log,
+              report=report, steps_per_epoch=spe, meta=meta)
+
+  template = state
+  best_state, best_meta = ckpt.restore(template, best=True)
+  final = evaluate.evaluate_recordings(p_eval, parallel.replicate(best_state.params),
+                                       data.eval, data.full_eval_labels, config.data,
+                                       jax.local_device_count())
+  results = evaluate.results_record(
+      config, final, selection_split=data.selection_split, best_meta=best_meta,
+      latest_meta=ckpt.restore(template)[1], total_steps=total_steps,
+      devices=jax.device_count(), processes=jax.process_count())
+  if is_main:
+    wd.write_results(workdir, results)
+  # Logged at the best step: these metrics are the best checkpoint's.
+  log.log({"step": results["best_step"], "split": config.data.eval_split,
+           "checkpoint": "best", **results["metrics"]},
+          config.data.eval_split, results["metrics"])
+  log.close()
   ckpt.close()
   report("done", {"results": results, "already": False})
   return results
-
-
-def _final_results(ckpt, template, p_eval, data: RunData, total_steps: int) -> dict[str, Any]:
-  """Metrics of the best checkpoint on the evaluation split (results.json)."""
-  from emobed_jax import parallel
-  config, dcfg = data.config, data.config.data
-  best_state, best_meta = ckpt.restore(template, best=True)
-  final = evaluate_recordings(p_eval, parallel.replicate(best_state.params), data.eval,
-                              data.full_eval_labels, dcfg, jax.local_device_count())
-  latest_meta = ckpt.restore(template)[1]
-  parts = config.core.task.parts
-  return {
-      "dataset": dcfg.dataset, "setting": config.core.task.setting, "modality": dcfg.modality,
-      "aux_modality": dcfg.aux_modality if parts["aux"] else None,
-      "eval_split": dcfg.eval_split, "seed": config.seed, "best_step": best_meta["best_step"],
-      "metrics": final["concatenated"], "ccc_granularity": "concatenated",
-      "metrics_per_recording_mean": final["per_recording_mean"],
-      "per_recording": final["per_recording"],
-      "selection": {"split": data.selection_split,
-                    "best_val_ccc_mean": best_meta["best_score"]},
-      "train_seconds": latest_meta.get("train_seconds"),
-      "steps_per_second": latest_meta.get("steps_per_second"),
-      "total_steps": total_steps, "devices": jax.device_count(),
-      "processes": jax.process_count(),
-  }
