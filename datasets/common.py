@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +23,16 @@ RECOLA_FEATURE_SETS: dict[str, tuple[str, int]] = {
     "scl": ("features_SCL", 8),
     "scr": ("features_SCR", 8),
 }
+
+
+def default_data_dir() -> Path:
+  """Where prepared data goes by default: ``$EMOBED_DATA_DIR`` if set and
+  non-empty (``~`` expanded), else ``~/emobed_data``.
+
+  Only computes the path: nothing is created or checked.
+  """
+  env = os.environ.get("EMOBED_DATA_DIR", "").strip()
+  return Path(env).expanduser() if env else Path.home() / "emobed_data"
 
 
 @contextlib.contextmanager

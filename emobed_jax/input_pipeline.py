@@ -32,6 +32,7 @@ import grain
 import numpy as np
 
 from emobed_datasets import demo, recola
+from emobed_datasets.common import default_data_dir
 from emobed_datasets.errors import DataError
 from emobed_jax.config import DataConfig
 
@@ -45,15 +46,6 @@ RECOLA_HELP = (
     "owners (https://diuf.unifr.ch/main/diva/recola/), unpack it and pass "
     "--manual_dir=/path/to/it (or set RECOLA_DIR); to try the toolkit without it, "
     "run the demo: python launch/train.py --flagfile=demo.flags")
-
-
-def default_data_dir() -> Path:
-  """``$EMOBED_DATA_DIR`` if set (``~`` expanded), else ``~/emobed_data``.
-
-  Only computes the path: nothing is created or checked.
-  """
-  env = os.environ.get("EMOBED_DATA_DIR", "").strip()
-  return Path(env).expanduser() if env else Path.home() / "emobed_data"
 
 
 def resolve_prepared_dir(cfg: DataConfig) -> Path:

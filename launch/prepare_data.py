@@ -24,20 +24,16 @@ what is read from them: docs/DATA.md.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
 
-_REPO_ROOT = Path(__file__).resolve().parents[1]
-# `python launch/prepare_data.py` puts launch/ on sys.path, and `python -m` or
-# a root conftest puts the repo root there: drop the root so that `./datasets`
-# cannot shadow Hugging Face's `datasets`; our builders are `emobed_datasets`.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _REPO_ROOT]
+import _cli  # noqa: F401  (first: the sys.path guard)
+from absl import app, flags, logging
 
-from absl import app  # noqa: E402
-from absl import flags  # noqa: E402
-from absl import logging  # noqa: E402
+from emobed_datasets import demo, recola
+from emobed_datasets.common import default_data_dir
+from emobed_datasets.errors import DataError
 
 _DATASET = flags.DEFINE_enum(
     "dataset", None, ["recola", "demo"], "Which dataset to prepare.")
@@ -54,34 +50,11 @@ _OVERWRITE = flags.DEFINE_bool(
 flags.mark_flag_as_required("dataset")
 
 
-def default_data_dir() -> Path:
-  """``$EMOBED_DATA_DIR`` if set and non-empty, else ``~/emobed_data``."""
-  env = os.environ.get("EMOBED_DATA_DIR", "").strip()
-  return Path(env).expanduser() if env else Path.home() / "emobed_data"
-
-
-def _import_datasets():
-  """Imports the installed `emobed_datasets`, or ./datasets under that name."""
-  try:
-    import emobed_datasets  # noqa: F401
-  except ImportError:
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        "emobed_datasets", _REPO_ROOT / "datasets" / "__init__.py",
-        submodule_search_locations=[str(_REPO_ROOT / "datasets")])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["emobed_datasets"] = module
-    spec.loader.exec_module(module)
-  from emobed_datasets import demo, recola
-  from emobed_datasets.errors import DataError
-  return demo, recola, DataError
-
-
 def _say(message: str) -> None:
-  print(f"[prepare_data] {message}", flush=True)
+  _cli.say(message, "[prepare_data] ")
 
 
-def _summary(recola, builder) -> None:
+def _summary(builder) -> None:
   sizes = ", ".join(
       f"{name}: {split.num_examples} recordings"
       for name, split in builder.info.splits.items())
@@ -91,7 +64,7 @@ def _summary(recola, builder) -> None:
   _say(f"prepared data: {builder.data_dir}")
 
 
-def _prepare(demo, recola, data_dir: Path):
+def _prepare(data_dir: Path):
   if _DATASET.value == "recola":
     if not _MANUAL_DIR.value:
       raise _UsageError(
@@ -142,25 +115,18 @@ class _UsageError(Exception):
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
-    _fail(f"unexpected arguments {' '.join(argv[1:])!r}")
+    _cli.fail(f"unexpected arguments {' '.join(argv[1:])!r}")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # our own lines report progress
-  demo, recola, data_error = _import_datasets()
   data_dir = (Path(_DATA_DIR.value).expanduser() if _DATA_DIR.value
               else default_data_dir())
   try:
-    builder = _prepare(demo, recola, data_dir)
-    _summary(recola, builder)
-  except (data_error, _UsageError) as e:
-    _fail(str(e))
+    builder = _prepare(data_dir)
+    _summary(builder)
+  except (DataError, _UsageError) as e:
+    _cli.fail(str(e))
   except OSError as e:  # permissions, full disk, ...: name the path
-    _fail(f"{e.strerror or e}: {e.filename}" if e.filename else str(e))
-
-
-def _fail(message: str) -> None:
-  line = " ".join(message.split())
-  print(f"error: {line}", file=sys.stderr, flush=True)
-  sys.exit(1)
+    _cli.fail(f"{e.strerror or e}: {e.filename}" if e.filename else str(e))
 
 
 if __name__ == "__main__":
