@@ -121,7 +121,24 @@ def check_batch(batch: Mapping[str, Any], config: CoreConfig,
 
 
 def task_loss(config: CoreConfig, pred, labels, mask, axis_name, class_weights=None):
-  """CCC loss (mean over dimensions) or cross-entropy of one branch."""
+  """The task loss of one branch, over the global batch.
+
+  Regression: ``1 - CCC`` per dimension (:func:`emobed_jax.losses.ccc_loss`,
+  Lin 1989, population moments over all valid frames of the batch), averaged
+  over the D dimensions.  Classification: mean cross-entropy over the
+  utterances with at least one valid frame.
+
+  Args:
+    config: gives ``task.task`` (regression or classification).
+    pred: ``[b, T, D]`` float32 per-frame predictions, or ``[b, C]`` logits.
+    labels: ``[b, T, D]`` float32 gold standard, or ``[b]`` int32 classes.
+    mask: ``[b, T]`` float32, 1 for real frames, 0 for padding.
+    axis_name: the pmap axis the moments / sums are psum'd over, or None.
+    class_weights: optional ``[C]`` float32 weights (classification).
+
+  Returns:
+    A float32 scalar.
+  """
   if config.task.task == "regression":
     return jnp.mean(losses.ccc_loss(pred, labels, mask, axis_name=axis_name))
   valid = (jnp.sum(mask, axis=1) > 0).astype(jnp.float32)
@@ -129,7 +146,13 @@ def task_loss(config: CoreConfig, pred, labels, mask, axis_name, class_weights=N
 
 
 def embedding_labels(config: CoreConfig, labels, mask, bin_edges):
-  """Labels of the triplet embeddings: classes, or binned segment means."""
+  """Labels of the triplet embeddings (docs/METHOD.md, "Same emotion").
+
+  Classification: the ``[b]`` classes.  Regression: per segment of
+  ``loss.triplet_segment`` frames, the mean label of its valid frames,
+  binned with ``bin_edges`` (``[D, num_bins - 1]``) into one joint bin:
+  ``[b, T // segment]`` int32.
+  """
   if config.task.task == "classification":
     return labels
   seg_labels, _ = segment_pool(labels, mask, config.loss.triplet_segment)
@@ -139,7 +162,28 @@ def embedding_labels(config: CoreConfig, labels, mask, bin_edges):
 def compute_losses(params, batch, rng, *, model: EmoBed, config: CoreConfig,
                    bin_edges, axis_name: str | None, train: bool = True,
                    class_weights=None):
-  """Total loss of a setting and its parts (all global-batch values)."""
+  """Total loss of a setting and its parts, over the global batch.
+
+  ``total = task(target) + w_aux * task(aux) + lambda_tri * triplet`` with
+  the parts each setting has (:data:`emobed_jax.config.SETTING_PARTS`):
+  ``w_aux`` is ``lambda_aux`` for the shared head (joint, emobed) and 1 for
+  crossmodal's own heads; absent parts are 0.
+
+  Args:
+    params: the model's parameters.
+    batch: per-device arrays (module docstring): ``target [b, T, F_t]``,
+      ``aux [b, T, F_a]`` (settings with an auxiliary modality), ``mask
+      [b, T]``, ``labels [b, T, D]`` float32 or ``[b]`` int32.
+    rng: dropout key.
+    model, config: the :class:`EmoBed` module and its config.
+    bin_edges: ``[D, num_bins - 1]`` float32 (regression with a triplet loss).
+    axis_name: the pmap axis, or None on one device.
+    train: dropout on.
+    class_weights: optional ``[C]`` float32 (classification).
+
+  Returns:
+    ``(total, (task_target, task_aux, triplet))``, float32 scalars.
+  """
   parts = config.task.parts
   lc = config.loss
   out = model.apply({"params": params}, batch["target"], batch.get("aux"),
@@ -165,10 +209,21 @@ def compute_losses(params, batch, rng, *, model: EmoBed, config: CoreConfig,
 
 def train_step(state: TrainState, batch, rng, *, model: EmoBed, config: CoreConfig,
                bin_edges=None, axis_name: str | None = None, class_weights=None):
-  """One optimisation step; returns ``(new_state, StepMetrics)``.
+  """One optimisation step on the global batch.
 
-  The dropout key is ``fold_in(fold_in(rng, step), device index)``: a resumed
-  run draws the same numbers as an uninterrupted one.
+  Args:
+    state: the :class:`TrainState` (under pmap: unmapped, replicated).
+    batch: this device's share of the batch (see :func:`compute_losses`).
+    rng: a JAX key; the dropout key is ``fold_in(fold_in(rng, step),
+      device index)``, so a resumed run draws the same numbers as an
+      uninterrupted one.
+    model, config, bin_edges, class_weights: see :func:`compute_losses`.
+    axis_name: the pmap axis (gradients are ``pmean``'d over it), or None.
+
+  Returns:
+    ``(new_state, StepMetrics)``; every metric is a float32 scalar of the
+    global batch (``grad_norm``: L2 norm of the averaged gradient, before
+    clipping).
   """
   step_rng = jax.random.fold_in(rng, state.step)
   if axis_name is not None:
@@ -191,7 +246,18 @@ def train_step(state: TrainState, batch, rng, *, model: EmoBed, config: CoreConf
 
 
 def eval_step(params, target, mask, *, model: EmoBed):
-  """Predictions of the target branch alone: ``[b, T, D]`` or ``[b, C]``."""
+  """Predictions of the target branch alone (no auxiliary input or weights).
+
+  Args:
+    params: the model's parameters (only ``target_encoder`` and ``head``
+      are read).
+    target: ``[b, T, F]`` float32 standardised features of the target modality.
+    mask: ``[b, T]`` float32, 1 for real frames.
+
+  Returns:
+    ``[b, T, D]`` float32 per-frame predictions (regression) or ``[b, C]``
+    logits (classification).
+  """
   return model.apply({"params": params}, target, mask, method=EmoBed.predict)
 
 
