@@ -18,3 +18,17 @@ _ROOT = Path(__file__).resolve().parents[1]
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _ROOT]
 
 REPO_ROOT = _ROOT
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def fast_compile():
+  """XLA with most optimisations off, for a test module that times nothing and
+  whose assertions do not depend on them: compiles take about 40% less time.
+  Use with ``pytestmark = pytest.mark.usefixtures("fast_compile")``."""
+  import jax
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", False)

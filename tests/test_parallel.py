@@ -12,6 +12,7 @@ from emobed_jax.config import SETTINGS
 from tests_support import small_config, synthetic_batch
 
 AX = parallel.AXIS
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def test_eight_fake_devices():
