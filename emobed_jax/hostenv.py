@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import sys
 
 
@@ -19,7 +20,6 @@ def configure_malloc(enable: bool = True) -> dict[str, bool]:
   """
   if not enable or not sys.platform.startswith("linux"):
     return {}
-  import ctypes
   try:
     libc = ctypes.CDLL("libc.so.6")
   except OSError:

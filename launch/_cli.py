@@ -20,7 +20,9 @@ REPO_ROOT = LAUNCH_DIR.parent
 
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO_ROOT]
 
-from absl import flags  # noqa: E402  (after the sys.path guard)
+from absl import app, flags  # noqa: E402  (after the sys.path guard)
+
+from emobed_jax import config as C  # noqa: E402  (imports no JAX)
 
 
 def say(message: str, prefix: str = "") -> None:
@@ -125,8 +127,6 @@ def define_config_flags(config_cls: type, flag_values=flags.FLAGS) -> list[Any]:
 
   Returns the :class:`emobed_jax.config.Option` list (flag fields only).
   """
-  from emobed_jax import config as C  # after the sys.path guard
-
   out = []
   for o in C.options(config_cls):
     if not o.is_flag:
@@ -152,8 +152,6 @@ def define_config_flags(config_cls: type, flag_values=flags.FLAGS) -> list[Any]:
 
 def config_from_flags(config_cls: type, flag_values=flags.FLAGS) -> Any:
   """The (unvalidated) config ``config_cls`` from the parsed flags."""
-  from emobed_jax import config as C
-
   return C.from_flat({o.name: flag_values[o.name].value
                       for o in C.options(config_cls) if o.is_flag}, config_cls)
 
@@ -175,8 +173,6 @@ def print_help(usage: str, config_cls: type,
                extra: Sequence[tuple[str, str]] = (), flag_values=flags.FLAGS) -> None:
   """``--help``: ``usage``, then the config flags grouped by section, then
   the ``extra`` groups ``(title, flag names)`` (e.g. launcher-only flags)."""
-  from emobed_jax import config as C
-
   by_section: dict[str, list[str]] = {}
   for o in C.options(config_cls):
     if o.is_flag:
@@ -227,7 +223,6 @@ def script_flags() -> flags.FlagValues:
 def run(main, usage: str, config_cls: type, extra: Sequence[tuple[str, str]] = (),
         flag_values=flags.FLAGS) -> None:
   """``absl.app.run(main)`` with :func:`parse_argv` as the flag parser."""
-  from absl import app
 
   app.run(main, argv=sys.argv, flags_parser=lambda argv: parse_argv(
       argv, usage, config_cls, extra, flag_values))

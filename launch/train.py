@@ -17,14 +17,15 @@ a finished run is not redone. Errors are one "error: ..." line, exit 1
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 
 import _cli  # noqa: F401  (first: the sys.path guard)
 from absl import flags, logging
 
-from emobed_jax import config as C  # no JAX here: --cpu_devices must come first
+from emobed_datasets.errors import DataError
+from emobed_jax import config as C  # no JAX in these: --cpu_devices must come first
+from emobed_jax.hostenv import configure_malloc
 
 USAGE = """\
 Train one EmoBed run and evaluate its best checkpoint on the target modality alone.
@@ -103,11 +104,9 @@ def main(argv: list[str]) -> None:
   cores = FLAGS.cpu_devices or _auto_cpu_devices(os.cpu_count() or 1, cfg.batch_size)
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                              + f" --xla_force_host_platform_device_count={cores}").strip()
-  from emobed_jax.hostenv import configure_malloc
   configure_malloc(FLAGS.malloc_tuning)  # before JAX starts its threads
   # JAX is imported only now, after XLA_FLAGS is final (one host device per core).
-  from emobed_datasets.errors import DataError  # noqa: PLC0415
-  from emobed_jax.train import train_and_evaluate, logged_terms  # noqa: PLC0415
+  from emobed_jax.train import logged_terms, train_and_evaluate  # noqa: PLC0415
   from emobed_jax.workdir import RunError  # noqa: PLC0415
 
   workdir = Path(FLAGS.workdir) if FLAGS.workdir else default_workdir(cfg)
