@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from emobed_jax import rnn_kernels
+from emobed_jax import rnn_kernels, rnn_pallas
 from emobed_jax.config import CoreConfig
 from emobed_jax.losses import l2_normalize
 
@@ -65,7 +65,6 @@ def resolve_rnn_impl(impl: str, cell: str, hidden: int) -> str:
   ``"scan"``."""
   if impl != "auto":
     return impl
-  from emobed_jax import rnn_pallas
   if cell == "lstm" and jax.default_backend() == "gpu" and rnn_pallas.supported(hidden):
     return "pallas"
   return "scan"
@@ -233,22 +232,26 @@ class EmoBed(nn.Module):
     m, t = cfg.model, cfg.task
     parts = t.parts
 
-    def encoder(name):
-      return Encoder(m.proj_dim, m.hidden, m.num_layers, m.rnn, m.dropout,
-                     m.unroll, m.rnn_impl, name=name)
-
     def head(name):
       return Head(t.task, t.num_outputs, m.head_hidden, m.pooling, name=name)
 
-    self.target_encoder = encoder("target_encoder")
+    self.target_encoder = self._encoder("target_encoder")
     self.head = head("head")
     if parts["aux"]:
-      self.aux_encoder = encoder("aux_encoder")
+      self.aux_encoder = self._encoder("aux_encoder")
     if parts["aux_head"]:
       self.aux_head = head("aux_head")
     if parts["triplet"]:
       self.target_embed = nn.Dense(m.embed_dim, name="target_embed")
       self.aux_embed = nn.Dense(m.embed_dim, name="aux_embed")
+
+  def _encoder(self, name: str) -> nn.Module:
+    """One branch's encoder, as configured (a subclass may build another one
+    with the same interface: ``launch/benchmark.py``'s ``flax_cell``
+    baseline)."""
+    m = self.config.model
+    return Encoder(m.proj_dim, m.hidden, m.num_layers, m.rnn, m.dropout,
+                   m.unroll, m.rnn_impl, name=name)
 
   def _embed(self, proj, h, mask):
     """Embeddings of a branch: per utterance (classification) or per segment."""
@@ -294,10 +297,14 @@ class EmoBed(nn.Module):
     return self.head(self.target_encoder(target, mask, train=False), mask)
 
 
-def init_params(config: CoreConfig, rng, seq_len: int = 8):
-  """Initialise parameters with dummy inputs of the configured widths."""
+def init_params(config: CoreConfig, rng, seq_len: int = 8, model: EmoBed | None = None):
+  """Initialise parameters with dummy inputs of the configured widths.
+
+  Returns ``(model, params)``; ``model`` defaults to ``EmoBed(config)`` (a
+  subclass of it, e.g. another encoder, may be given instead)."""
   t = config.task
-  model = EmoBed(config)
+  if model is None:
+    model = EmoBed(config)
   x = jnp.zeros((1, seq_len, t.target_dim), jnp.float32)
   a = jnp.zeros((1, seq_len, t.aux_dim), jnp.float32) if t.parts["aux"] else None
   variables = model.init({"params": rng, "dropout": rng}, x, a, jnp.ones((1, seq_len)))

@@ -1,37 +1,38 @@
 """The sequential part of the recurrent layers, as pure functions.
 
-``models.Recurrent`` computes the input projection of all time steps in one
-matmul and hands the recurrence to these functions.  They are kept apart so
+``models.Recurrent`` and ``models.Encoder`` compute the input projections in
+bulk and hand the recurrence to these functions.  They are kept apart so
 their speed can be worked on (custom backward passes, fused gates) without
-touching the modules or the parameter layout.
+touching the modules or the parameter layout.  The cell's maths (tanh form,
+gate scales, state update, backward factors) is :mod:`emobed_jax.lstm_cell`,
+shared with the Pallas kernels (:mod:`emobed_jax.rnn_pallas`).
 
-Shapes: ``xw [T, B, G*H]`` (time-major input projections incl. bias),
-``u [H, G*H]`` recurrent kernel, ``mask [T, B, 1]`` (a masked step holds the
-carry), returns ``ys [T, B, H]``.  LSTM gate order: i, f, g, o; the forget
-gate gets +1 bias inside.
+Shapes (time-major): ``x [T, B, P]`` a layer's input, ``kernel [P, 4H]``,
+``bias [4H]`` its input projection, ``u [H, 4H]`` the recurrent kernel,
+``mask [T, B, 1]`` (a masked step holds the carry); outputs ``ys [T, B,
+H]``.  LSTM gate order: i, f, g, o; the forget gate gets +1 bias inside.
 
-``lstm_scan`` has a hand-written backward pass (``jax.custom_vjp``):
+* :func:`lstm_layer` - one LSTM layer, projection included, under one
+  hand-written backward pass (``jax.custom_vjp``):
 
-* forward: one ``lax.scan`` over four per-gate ``[T, B, H]`` inputs and one
-  ``[B, H] @ [H, 4H]`` matmul per step; every gate nonlinearity is a
-  ``tanh`` (``sigmoid(z) = (1 + tanh(z/2))/2``); for training it also stores
-  the gates' ``tanh`` activations ``[T, B, 4H]`` and the cell states
-  ``[T, B, H]`` (the hidden states are the output itself);
-* backward: every factor that does not depend on the incoming cotangent
-  (gate derivatives, ``tanh(c)``, the mask) is computed for all steps at
-  once, outside the recurrence; the reverse scan only does a few elementwise
-  products and one ``[B, 4H] @ [4H, H]`` matmul per step and stacks two
-  ``[B, H]`` arrays; the gate cotangent ``dz`` is rebuilt in bulk and the
-  recurrent kernel's gradient is one ``[H, T*B] @ [T*B, 4H]`` matmul (instead
-  of T small outer products inside the loop).
+  - forward: four per-gate projections straight into ``[T, B, H]`` arrays,
+    then one ``lax.scan`` with one ``[B, H] @ [H, 4H]`` matmul per step;
+    every gate nonlinearity is a ``tanh``; for training it also stores the
+    gates' ``tanh`` activations ``[T, B, 4H]`` and the cell states ``[T, B,
+    H]`` (the hidden states are the output itself);
+  - backward: every factor that does not depend on the incoming cotangent
+    (gate derivatives, ``tanh(c)``, the mask) is computed for all steps at
+    once, outside the recurrence; the reverse scan only does a few
+    elementwise products and one ``[B, 4H] @ [4H, H]`` matmul per step; the
+    gate cotangent ``dz`` is rebuilt in bulk and the weight gradients are
+    one matmul each (instead of T small outer products inside the loop).
 
-``lstm_layer`` is a whole layer on time-major input (projection included,
-same parameters as ``models.Recurrent``), for an encoder that stays
-time-major; see its section below and PERF_NOTES.md.
+* :func:`lstm_stack` - a stack of LSTM layers as one wavefront recurrence.
+* :func:`gru_scan` - the GRU recurrence (autodiff).
 
-``lstm_scan_reference`` is the plain autodiff version (the previous
-implementation), kept as the reference the tests compare values and
-gradients with.
+``impl="pallas"`` runs the loops as Pallas kernels (for GPUs), same inputs,
+outputs and bulk parts.  The tests compare all of them with an autodiff
+LSTM and float64 loops (``tests/``).
 """
 
 from __future__ import annotations
@@ -42,38 +43,16 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-#: Implementations of one layer's loops (``lstm_layer(..., impl=)``).
+from emobed_jax import rnn_pallas
+from emobed_jax.lstm_cell import (backward_factors, cell_update, gate_factors, gate_scale,
+                                  scaled, shift_in_zero)
+
+#: Implementations of the loops (``lstm_layer(..., impl=)``, ``lstm_stack``).
 LSTM_IMPLS = ("scan", "pallas")
 
 
 # ---------------------------------------------------------------------------
-# LSTM: autodiff reference.
-
-
-def lstm_scan_reference(xw, u, mask, unroll: int = 1):
-  """LSTM recurrence over time (autodiff backward); ``[T, B, H]``."""
-  h = u.shape[0]
-  batch = xw.shape[1]
-
-  def step(carry, inp):
-    c, hprev = carry
-    xt, mt = inp
-    z = xt + hprev @ u
-    i, f, g, o = jnp.split(z, 4, axis=-1)
-    c_new = jax.nn.sigmoid(f + 1.0) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-    h_new = jax.nn.sigmoid(o) * jnp.tanh(c_new)
-    keep = mt > 0
-    c_new = jnp.where(keep, c_new, c)
-    h_new = jnp.where(keep, h_new, hprev)
-    return (c_new, h_new), h_new
-
-  zeros = jnp.zeros((batch, h), xw.dtype)
-  _, ys = lax.scan(step, (zeros, zeros), (xw, mask), unroll=unroll)
-  return ys
-
-
-# ---------------------------------------------------------------------------
-# LSTM: hand-written backward pass.
+# One layer's loops.
 #
 # Layout notes (XLA:CPU, measured in PERF_NOTES.md): inside a scan body every
 # op is one kernel launch (~1-2 us each), and an elementwise fusion that
@@ -81,29 +60,6 @@ def lstm_scan_reference(xw, u, mask, unroll: int = 1):
 # So the input projections enter the scan as four per-gate ``[T, B, H]``
 # arrays, the recurrent matmul is one ``[B, H] @ [H, 4H]`` dot, and the loop
 # bodies stack as few outputs as possible.
-
-
-def _split_gates(x):
-  h = x.shape[-1] // 4
-  return tuple(x[..., k * h:(k + 1) * h] for k in range(4))
-
-
-_SIG_SCALE = (0.5, 0.5, 1.0, 0.5)   # i, f, g, o: tanh argument scale
-_FORGET_BIAS = 1.0
-
-
-def _gate_scale(h, dtype):
-  return jnp.concatenate([jnp.full((h,), s, dtype) for s in _SIG_SCALE])
-
-
-def cell_update(ai, af, g, ao, c, hprev, keep):
-  """One LSTM state update from the gates' ``tanh`` activations (tanh form:
-  ``sigmoid(z) = (1 + tanh(z/2)) / 2``); where ``keep`` is false the state
-  holds.  Returns ``(c_new, h_new)``.  Shared by every implementation (the
-  Pallas kernels too)."""
-  c_new = (0.5 * af + 0.5) * c + (0.5 * ai + 0.5) * g
-  h_new = (0.5 * ao + 0.5) * jnp.tanh(c_new)
-  return jnp.where(keep, c_new, c), jnp.where(keep, h_new, hprev)
 
 
 def _cell_scan(xs, us, mask, unroll, store: bool, impl: str = "scan"):
@@ -116,10 +72,9 @@ def _cell_scan(xs, us, mask, unroll, store: bool, impl: str = "scan"):
   ``store``: also return the cell states ``[T, B, H]`` and the gates'
   ``tanh`` activations ``[T, B, 4H]`` (one stacked output per step: measured
   cheaper than four).  ``impl="pallas"``: the same recurrence as one Pallas
-  kernel (:mod:`emobed_jax.rnn_pallas`, for GPUs).
+  kernel (:func:`rnn_pallas.cell_scan`, for GPUs).
   """
   if impl == "pallas":
-    from emobed_jax import rnn_pallas
     return rnn_pallas.cell_scan(xs, us, mask, store)
   h = us.shape[0]
   batch = xs[0].shape[1]
@@ -142,34 +97,6 @@ def _cell_scan(xs, us, mask, unroll, store: bool, impl: str = "scan"):
   return out
 
 
-def _shift_in_zero(x):
-  """``x[t-1]`` along axis 0, zeros at ``t = 0``."""
-  return jnp.concatenate([jnp.zeros_like(x[:1]), x[:-1]], axis=0)
-
-
-def _backward_factors(mask, cs, acts):
-  """The backward pass's per-step factors that do not depend on the
-  cotangent (see :func:`_cell_backward`), for all steps at once:
-  ``(a, fk, ci, cf, cg, co)`` ``[T, B, H]`` and ``passthrough [T, B, 1]``."""
-  return _gate_factors(mask, cs, *_split_gates(acts))
-
-
-def _gate_factors(mask, cs, ai, af, g, ao):
-  """:func:`_backward_factors` from the gates' ``tanh`` activations; any
-  layout whose leading axis is time (the wavefront's ``[K, B, L, H]`` too)."""
-  keep = (mask > 0).astype(cs.dtype)
-  i, f, o = 0.5 * ai + 0.5, 0.5 * af + 0.5, 0.5 * ao + 0.5
-  c_prev = _shift_in_zero(cs)
-  tc = jnp.tanh(cs)
-  a = keep * o * (1.0 - tc * tc)
-  fk = keep * f + (1.0 - keep)
-  ci = keep * g * i * (1.0 - i)
-  cf = keep * c_prev * f * (1.0 - f)
-  cg = keep * i * (1.0 - g * g)
-  co = keep * tc * o * (1.0 - o)
-  return a, fk, ci, cf, cg, co, 1.0 - keep
-
-
 def _cell_backward(u, mask, cs, acts, dys, unroll, impl: str = "scan"):
   """Reverse recurrence; returns the gate cotangent ``dz [T, B, 4H]`` (with
   respect to the unscaled pre-activations ``x @ W + b + h @ u``).
@@ -185,14 +112,14 @@ def _cell_backward(u, mask, cs, acts, dys, unroll, impl: str = "scan"):
     dc_prev = dc_new f                         (masked: dc_next)
 
   The factors that do not depend on the cotangent (``a``, ``f``, ``ci`` ..
-  ``co``, the mask) are computed for all steps at once before the loop, so
-  the loop body is a few multiply-adds, one ``[B, 4H] @ [4H, H]`` matmul and
-  two stacked ``[B, H]`` outputs; ``dz`` is rebuilt in bulk afterwards.
-  (Computing the factors inside the loop instead was measured 0-10% slower.)
+  ``co``, the mask; :func:`lstm_cell.gate_factors`) are computed for all
+  steps at once before the loop, so the loop body is a few multiply-adds,
+  one ``[B, 4H] @ [4H, H]`` matmul and two stacked ``[B, H]`` outputs;
+  ``dz`` is rebuilt in bulk afterwards.  (Computing the factors inside the
+  loop instead was measured 0-10% slower.)
   """
-  a, fk, ci, cf, cg, co, passthrough = _backward_factors(mask, cs, acts)
+  a, fk, ci, cf, cg, co, passthrough = backward_factors(mask, cs, acts)
   if impl == "pallas":
-    from emobed_jax import rnn_pallas
     dcs, dhs = rnn_pallas.cell_backward_loop(u, dys, (a, fk, ci, cf, cg, co), passthrough)
     return jnp.concatenate([dcs * ci, dcs * cf, dcs * cg, dhs * co], axis=-1)
   ut = u.T
@@ -212,61 +139,12 @@ def _cell_backward(u, mask, cs, acts, dys, unroll, impl: str = "scan"):
   return jnp.concatenate([dcs * ci, dcs * cf, dcs * cg, dhs * co], axis=-1)
 
 
-def _scaled(u, bias=None):
-  """Fold the tanh-form's 1/2 (sigmoid gates) into ``u`` and, when given,
-  into ``bias`` together with the forget gate's +1."""
-  h = u.shape[0]
-  s = _gate_scale(h, u.dtype)
-  if bias is None:
-    return u * s
-  off = jnp.zeros((4 * h,), bias.dtype).at[h:2 * h].set(_FORGET_BIAS)
-  return u * s, (bias + off) * s
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _lstm_scan_vjp(xw, u, mask, unroll):
-  return _lstm_forward(xw, u, mask, unroll, store=False)
-
-
-def _lstm_forward(xw, u, mask, unroll, store: bool):
-  xi, xf, xg, xo = _split_gates(xw)
-  xs = (0.5 * xi, 0.5 * (xf + _FORGET_BIAS), xg, 0.5 * xo)
-  return _cell_scan(xs, _scaled(u), mask, unroll, store)
-
-
-def _lstm_fwd(xw, u, mask, unroll):
-  ys, cs, acts = _lstm_forward(xw, u, mask, unroll, store=True)
-  return ys, (u, mask, ys, cs, acts)
-
-
-def _lstm_bwd(unroll, res, dys):
-  u, mask, ys, cs, acts = res
-  dz = _cell_backward(u, mask, cs, acts, dys, unroll)
-  t, b, h4 = dz.shape
-  h = u.shape[0]
-  du = _shift_in_zero(ys).reshape(t * b, h).T @ dz.reshape(t * b, h4)
-  return dz, du, jnp.zeros_like(mask)
-
-
-_lstm_scan_vjp.defvjp(_lstm_fwd, _lstm_bwd)
-
-
-def lstm_scan(xw, u, mask, unroll: int = 1):
-  """LSTM recurrence over time; returns all hidden states ``[T, B, H]``.
-
-  Same values as :func:`lstm_scan_reference`; its gradient is the
-  hand-written backward pass described in the module docstring.
-  """
-  return _lstm_scan_vjp(xw, u, mask, unroll)
-
-
 # ---------------------------------------------------------------------------
 # A whole LSTM layer, time-major, input projection included.
 #
-# ``lstm_layer(x, kernel, bias, u, mask)`` computes exactly what
-# ``models.Recurrent`` computes (Dense ``x @ kernel + bias`` then
-# ``lstm_scan``), but on time-major ``x [T, B, P]`` and with one
-# ``custom_vjp`` over the projection as well, so that:
+# ``lstm_layer(x, kernel, bias, u, mask)`` computes an LSTM layer (Dense
+# ``x @ kernel + bias`` then the recurrence) on time-major ``x [T, B, P]``,
+# with one ``custom_vjp`` over the projection as well, so that:
 #
 # * the projection is four per-gate matmuls writing the ``[T, B, H]`` arrays
 #   the scan reads directly (no ``[T, B, 4H]`` transposed/sliced copies; the
@@ -283,8 +161,8 @@ def _lstm_layer_vjp(x, kernel, bias, u, mask, unroll, impl):
 def _layer_forward(x, kernel, bias, u, mask, unroll, impl, store: bool):
   t, b, p = x.shape
   h = u.shape[0]
-  s = _gate_scale(h, x.dtype)
-  us, bs = _scaled(u, bias)
+  s = gate_scale(h, x.dtype)
+  us, bs = scaled(u, bias)
   ks = kernel * s
   x2 = x.reshape(t * b, p)
   # Four projections, each straight into the [T, B, H] array the scan reads
@@ -307,24 +185,61 @@ def _layer_bwd(unroll, impl, res, dys):
   dx = (dz @ kernel.T).reshape(t, b, p)
   dkernel = x.reshape(t * b, p).T @ dz
   dbias = jnp.sum(dz, axis=0)
-  du = _shift_in_zero(ys).reshape(t * b, h).T @ dz
+  du = shift_in_zero(ys).reshape(t * b, h).T @ dz
   return dx, dkernel, dbias, du, jnp.zeros_like(mask)
 
 
 _lstm_layer_vjp.defvjp(_layer_fwd, _layer_bwd)
 
 
-def lstm_layer(x, kernel, bias, u, mask, unroll: int = 1, impl: str = "scan"):
-  """One LSTM layer on time-major ``x [T, B, P]``; returns ``ys [T, B, H]``.
+def _check_layer(fn: str, l: int, kernel, bias, u, in_width: int, h: int) -> None:
+  """``ValueError`` naming layer ``l`` unless its shapes are ``kernel [in_width,
+  4H]``, ``bias [4H]``, ``u [H, 4H]``."""
+  if u.shape != (h, 4 * h) or bias.shape != (4 * h,) or kernel.shape != (in_width, 4 * h):
+    raise ValueError(f"{fn}: layer {l} has kernel {kernel.shape}, bias {bias.shape}, "
+                     f"recurrent {u.shape}; expected ({in_width}, {4 * h}), ({4 * h},), "
+                     f"({h}, {4 * h}) (input width {in_width}, layer width {h})")
 
-  Same values as ``lstm_scan_reference(x @ kernel + bias, u, mask)`` (to
-  float rounding), with a hand-written backward pass for ``x``, ``kernel``,
-  ``bias`` and ``u``.  ``mask``: ``[T, B, 1]``, a masked step holds the carry.
-  ``impl``: ``"scan"`` (``lax.scan`` loops) or ``"pallas"`` (the two loops as
-  Pallas kernels, :mod:`emobed_jax.rnn_pallas`; for GPUs).
+
+def lstm_layer(x, kernel, bias, u, mask, unroll: int = 1, impl: str = "scan"):
+  """One LSTM layer on time-major input, with a hand-written backward pass.
+
+  Computes ``h_t = o_t * tanh(c_t)``, ``c_t = f_t * c_{t-1} + i_t * g_t``
+  with ``[i, f, g, o] = [sig, sig(. + 1), tanh, sig](x_t @ kernel + bias +
+  h_{t-1} @ u)`` (gate order i, f, g, o; +1 forget bias inside), from zero
+  states; a masked step holds ``(c, h)``.  Differentiable (``jax.grad``,
+  ``vmap``, ``jit``) with respect to ``x``, ``kernel``, ``bias`` and ``u``
+  by its own VJP; ``mask`` gets a zero cotangent.
+
+  Args:
+    x: ``[T, B, P]`` float32 inputs, time-major (``T`` frames, ``B``
+      sequences, ``P`` features).
+    kernel: ``[P, 4H]`` input kernel (``models.Recurrent``'s
+      ``input/kernel``).
+    bias: ``[4H]`` input bias (``input/bias``).
+    u: ``[H, 4H]`` recurrent kernel (``recurrent``).
+    mask: ``[T, B, 1]`` float, 1 for a real frame, 0 for padding or a hole
+      (the state holds; its output repeats the previous one, zeros before
+      the first real frame).
+    unroll: time steps per ``lax.scan`` iteration (``impl="scan"``; a
+      speed knob, same values).
+    impl: ``"scan"`` (``lax.scan`` loops) or ``"pallas"`` (the two loops as
+      Pallas kernels, :mod:`emobed_jax.rnn_pallas`: Triton on a GPU,
+      interpret mode elsewhere).
+
+  Returns:
+    ``ys [T, B, H]``, the hidden states, in ``x``'s dtype (float32 with
+    ``impl="pallas"``).
+
+  Raises:
+    ValueError: ``impl`` is not one of ``LSTM_IMPLS``; the shapes of
+      ``kernel``, ``bias``, ``u`` do not match ``x`` and each other;
+      ``impl="pallas"`` with a hidden size the kernels do not take
+      (:func:`lstm_cell.pallas_supports_hidden`).
   """
   if impl not in LSTM_IMPLS:
     raise ValueError(f"lstm_layer: impl {impl!r}, expected one of {LSTM_IMPLS}")
+  _check_layer("lstm_layer", 0, kernel, bias, u, x.shape[-1], u.shape[0])
   return _lstm_layer_vjp(x, kernel, bias, u, mask, unroll, impl)
 
 
@@ -402,16 +317,16 @@ def _stack_forward(x, layers, mask, unroll, store: bool):
   t, b, p = x.shape
   nl = len(layers)
   h = layers[0][2].shape[0]
-  s = _gate_scale(h, x.dtype)
+  s = gate_scale(h, x.dtype)
   k0, b0, u0 = layers[0]
-  _, bs0 = _scaled(u0, b0)
+  _, bs0 = scaled(u0, b0)
   x2 = x.reshape(t * b, p)
   # Layer 0's projections, [T+L-1, B, 4, H] (zeros in the drain steps).
   x0 = (x2 @ (k0 * s) + bs0).reshape(t, b, 4, h)
   x0 = jnp.pad(x0, ((0, nl - 1), (0, 0), (0, 0), (0, 0)))
   # The other layers' biases, [4, L, H] (layer 0's slot is zero).
   bias = jnp.stack([jnp.zeros((4 * h,), x.dtype)] +
-                   [_scaled(u, bl)[1] for _, bl, u in layers[1:]], axis=0)
+                   [scaled(u, bl)[1] for _, bl, u in layers[1:]], axis=0)
   bias = bias.reshape(nl, 4, h).transpose(1, 0, 2)
   w = _block_matrix(layers, s)
   mw = _wave_mask(mask, nl)
@@ -452,7 +367,7 @@ def _stack_bwd(unroll, res, dys):
   nl = len(layers)
   h = layers[0][2].shape[0]
   # [K, B, L, H] factors (the wave mask mw [K, B, L, 1]).
-  a, fk, ci, cf, cg, co, passthrough = _gate_factors(
+  a, fk, ci, cf, cg, co, passthrough = gate_factors(
       mw, cs, acts[:, :, 0], acts[:, :, 1], acts[:, :, 2], acts[:, :, 3])
   wt = _block_matrix(layers, jnp.ones((4 * h,), x.dtype)).T   # [4LH, LH]
   dyw = jnp.pad(dys, ((nl - 1, 0), (0, 0), (0, 0)))           # [K, B, H]
@@ -471,7 +386,7 @@ def _stack_bwd(unroll, res, dys):
                            reverse=True, unroll=unroll)
   dz = jnp.stack([dcs * ci, dcs * cf, dcs * cg, dhs * co], axis=2)   # [K, B, 4, L, H]
   kk = dz.shape[0]
-  dw = (_shift_in_zero(hs).reshape(kk * b, nl * h).T @ dz.reshape(kk * b, 4 * nl * h))
+  dw = (shift_in_zero(hs).reshape(kk * b, nl * h).T @ dz.reshape(kk * b, 4 * nl * h))
   dw = dw.reshape(nl, h, 4, nl, h)
   dbias = jnp.sum(dz, axis=(0, 1))                                    # [4, L, H]
   dz0 = dz[:t, :, :, 0].reshape(t * b, 4 * h)
@@ -493,15 +408,36 @@ _lstm_stack_vjp.defvjp(_stack_fwd, _stack_bwd)
 
 
 def lstm_stack(x, layers, mask, unroll: int = 1, impl: str = "scan"):
-  """A stack of LSTM layers on time-major ``x [T, B, P]`` -> ``[T, B, H]``.
+  """A stack of LSTM layers on time-major input, as one wavefront recurrence.
 
-  ``layers``: a sequence of ``(kernel, bias, u)`` per layer (the parameters
-  of :func:`lstm_layer`; every layer has the same ``H``).  Same values as
-  applying :func:`lstm_layer` layer after layer (to float rounding), with
-  the layers run as one wavefront recurrence and a hand-written backward:
-  ``impl="scan"`` one ``lax.scan`` (block-matrix step, above),
-  ``impl="pallas"`` one Pallas kernel per pass
-  (:func:`rnn_pallas.stack_forward`, for GPUs; ``unroll`` unused).
+  Same values as applying :func:`lstm_layer` layer after layer (to float
+  rounding), with all layers advancing together in ``T + L - 1`` loop steps
+  (layer ``l`` at time ``k - l``) and a hand-written backward pass in the
+  same wavefront.  Differentiable with respect to ``x`` and every layer's
+  parameters; ``mask`` gets a zero cotangent.  No dropout between layers.
+
+  Args:
+    x: ``[T, B, P]`` float32 inputs, time-major.
+    layers: a sequence (tuple or list) of ``L >= 1`` ``(kernel, bias, u)``,
+      one per layer (the parameters of :func:`lstm_layer`): layer 0's
+      ``kernel [P, 4H]``, later layers' ``[H, 4H]``; ``bias [4H]``; ``u [H,
+      4H]``; every layer has the same ``H``.
+    mask: ``[T, B, 1]`` float, 1 for a real frame, 0 for padding or a hole
+      (every layer's state holds there).
+    unroll: time steps per ``lax.scan`` iteration (``impl="scan"`` only).
+    impl: ``"scan"`` (one ``lax.scan``, a block-matrix step, above) or
+      ``"pallas"`` (one Pallas kernel per pass,
+      :func:`rnn_pallas.stack_forward`; Triton on a GPU, interpret mode
+      elsewhere).
+
+  Returns:
+    ``ys [T, B, H]``, the last layer's hidden states (float32 with
+    ``impl="pallas"``, else ``x``'s dtype).
+
+  Raises:
+    ValueError: ``impl`` is not one of ``LSTM_IMPLS``; ``layers`` is empty;
+      a layer's shapes do not match (the message names the layer);
+      ``impl="pallas"`` with a hidden size the kernels do not take.
   """
   if impl not in LSTM_IMPLS:
     raise ValueError(f"lstm_stack: impl {impl!r}, expected one of {LSTM_IMPLS}")
@@ -510,11 +446,7 @@ def lstm_stack(x, layers, mask, unroll: int = 1, impl: str = "scan"):
     raise ValueError("lstm_stack: layers is empty; expected at least one (kernel, bias, u)")
   h = layers[0][2].shape[0]
   for l, (k, bl, u) in enumerate(layers):
-    k_in = x.shape[-1] if l == 0 else h
-    if u.shape != (h, 4 * h) or bl.shape != (4 * h,) or k.shape != (k_in, 4 * h):
-      raise ValueError(f"lstm_stack: layer {l} has kernel {k.shape}, bias {bl.shape}, "
-                       f"recurrent {u.shape}; expected ({k_in}, {4 * h}), ({4 * h},), "
-                       f"({h}, {4 * h}) (input width {x.shape[-1]}, every layer of width {h})")
+    _check_layer("lstm_stack", l, k, bl, u, x.shape[-1] if l == 0 else h, h)
   if impl == "pallas":
     return _pallas_stack_vjp(x, layers, mask)
   return _lstm_stack_vjp(x, layers, mask, unroll)
@@ -527,19 +459,18 @@ def lstm_stack(x, layers, mask, unroll: int = 1, impl: str = "scan"):
 
 
 def _pallas_stack_forward(x, layers, mask, store: bool):
-  from emobed_jax import rnn_pallas
   t, b, p = x.shape
   h = layers[0][2].shape[0]
-  s = _gate_scale(h, x.dtype)
+  s = gate_scale(h, x.dtype)
   k0, b0, u0 = layers[0]
-  _, bs0 = _scaled(u0, b0)
+  _, bs0 = scaled(u0, b0)
   x2 = x.reshape(t * b, p)
   ks0 = k0 * s
   x0s = tuple((x2 @ ks0[:, g * h:(g + 1) * h] + bs0[g * h:(g + 1) * h]).reshape(t, b, h)
               for g in range(4))
-  us = [_scaled(u) for _, _, u in layers]
+  us = [scaled(u) for _, _, u in layers]
   ks = [k * s for k, _, _ in layers[1:]]
-  bs = [_scaled(u, bl)[1] for _, bl, u in layers[1:]]
+  bs = [scaled(u, bl)[1] for _, bl, u in layers[1:]]
   return rnn_pallas.stack_forward(x0s, mask, us, ks, bs, store)
 
 
@@ -554,13 +485,12 @@ def _pallas_stack_fwd(x, layers, mask):
 
 
 def _pallas_stack_bwd(res, dys):
-  from emobed_jax import rnn_pallas
   x, layers, mask, per_layer = res
   t, b, p = x.shape
   h = layers[0][2].shape[0]
   factors, passthrough = [], None
   for _, cs, acts in per_layer:
-    *f, passthrough = _backward_factors(mask, cs, acts)
+    *f, passthrough = backward_factors(mask, cs, acts)
     factors.append(tuple(f))
   loops = rnn_pallas.stack_backward_loop([u for _, _, u in layers],
                                          [k for k, _, _ in layers[1:]],
@@ -569,7 +499,7 @@ def _pallas_stack_bwd(res, dys):
   for l, ((dcs, dhs), (_, _, ci, cf, cg, co), (hs, _, _)) in enumerate(
       zip(loops, factors, per_layer)):
     dz = jnp.concatenate([dcs * ci, dcs * cf, dcs * cg, dhs * co], axis=-1).reshape(t * b, 4 * h)
-    du = _shift_in_zero(hs).reshape(t * b, h).T @ dz
+    du = shift_in_zero(hs).reshape(t * b, h).T @ dz
     layer_in = x.reshape(t * b, p) if l == 0 else per_layer[l - 1][0].reshape(t * b, h)
     grads.append((layer_in.T @ dz, jnp.sum(dz, axis=0), du))
     if l == 0:

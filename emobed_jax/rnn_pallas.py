@@ -10,7 +10,8 @@ and the gate arithmetic, reading that step's precomputed input projections.
 
 They compute exactly what the scan loops of ``rnn_kernels`` compute, with
 the same inputs and outputs (so the hand-written backward pass and the
-bulk matmuls around them are shared):
+bulk matmuls around them are shared, and the cell's maths is
+:mod:`emobed_jax.lstm_cell`'s):
 
 * :func:`stack_forward` - the forward recurrence of a stack of layers as
   one wavefront (``rnn_kernels.lstm_stack``); :func:`cell_scan` is one layer
@@ -22,9 +23,11 @@ bulk matmuls around them are shared):
 Backends: Triton (``jax.experimental.pallas.triton``) on GPUs; on any other
 platform, or with ``interpret=True``, Pallas's interpret mode runs the same
 kernel as ordinary XLA loops (measured on this CPU: training as fast as
-``scan``, evaluation 0.77x; ``rnn_impl="auto"`` picks ``scan`` there).  Constraints of the Triton backend: ``H`` a
-power of two >= 16; the batch is padded to a multiple of ``BLOCK_B`` (padded
-rows are masked, so they stay zero).  Matmul precision is the platform
+``scan``, evaluation 0.77x; ``rnn_impl="auto"`` picks ``scan`` there).
+Constraints of the Triton backend: ``H`` a power of two >= 16
+(:func:`supported`); the batch is padded to a multiple of ``BLOCK_B``
+(padded rows are masked, so they stay zero).  Inputs may be any float
+dtype; the kernels compute and return float32.  Matmul precision is the platform
 default (TF32 on recent NVIDIA GPUs, as XLA's dots and cuDNN's RNNs under
 PyTorch's defaults).
 """
@@ -36,13 +39,14 @@ import functools
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as pltriton
 
-from emobed_jax import rnn_kernels
-from emobed_jax.config import pallas_supports_hidden
+from emobed_jax.lstm_cell import cell_update, pallas_supports_hidden
 
 BLOCK_B = 16   # rows per program (the smallest M of a Triton dot)
-#: Warps per program (Triton).  A benchmark knob (``--variants=jit:pallas_w1``);
-#: read when a kernel is traced.
+#: Warps per program (Triton), a constant: 1 warp measured 3-4x slower
+#: (PERF_NOTES.md, idea 21).
 NUM_WARPS = 4
 
 
@@ -50,14 +54,13 @@ NUM_WARPS = 4
 supported = pallas_supports_hidden
 
 
-def _pallas():
-  from jax.experimental import pallas as pl
-  return pl
+def _compiler_params(num_warps: int):
+  return pltriton.CompilerParams(num_warps=num_warps, num_stages=1)
 
 
-def _compiler_params():
-  from jax.experimental.pallas import triton as pltriton
-  return pltriton.CompilerParams(num_warps=NUM_WARPS, num_stages=1)
+def _check_hidden(h: int) -> None:
+  if not supported(h):
+    raise ValueError(f"rnn_pallas: hidden size {h} is not a power of two >= 16")
 
 
 def _interpret(interpret: bool | None) -> bool:
@@ -84,22 +87,47 @@ def _padded(b: int) -> int:
 
 
 def cell_scan(xs, us, mask, store: bool, interpret: bool | None = None):
-  """Forward recurrence; same contract as ``rnn_kernels._cell_scan``.
+  """One LSTM layer's forward recurrence (:func:`stack_forward` with one
+  layer); same contract as ``rnn_kernels._cell_scan``.
 
-  ``xs``: four ``[T, B, H]`` scaled gate inputs; ``us [H, 4H]`` the scaled
-  recurrent kernel; ``mask [T, B, 1]``.  Returns ``ys`` or, with ``store``,
-  ``(ys, cs, acts [T, B, 4H])``.
+  Args:
+    xs: four ``[T, B, H]`` gate inputs ``(xi, xf, xg, xo)`` in the tanh form
+      (:mod:`emobed_jax.lstm_cell`: ``x @ kernel + bias`` scaled by
+      ``gate_scale``, forget bias included).
+    us: ``[H, 4H]`` recurrent kernel, scaled (``lstm_cell.scaled(u)``).
+    mask: ``[T, B, 1]``, 1 for a real frame, 0 where the state holds.
+    store: also return what the backward pass needs.
+    interpret: Pallas interpret mode; ``None``: off on a GPU, on elsewhere.
+
+  Returns:
+    float32 ``ys [T, B, H]`` (hidden states) or, with ``store``, ``(ys, cs
+    [T, B, H] cell states, acts [T, B, 4H] the gates' tanh activations)``.
+
+  Raises:
+    ValueError: ``H`` is not a power of two >= 16 (:func:`supported`).
   """
   out = stack_forward(xs, mask, [us], [], [], store, interpret)
   return out[0] if store else out
 
 
 def cell_backward_loop(u, dys, factors, passthrough, interpret: bool | None = None):
-  """The reverse loop of ``rnn_kernels._cell_backward``.
+  """One LSTM layer's reverse loop (the loop of
+  ``rnn_kernels._cell_backward``; :func:`stack_backward_loop` with one layer).
 
-  ``u [H, 4H]`` (unscaled), ``dys [T, B, H]``, ``factors = (a, fk, ci, cf,
-  cg, co)`` each ``[T, B, H]``, ``passthrough [T, B, 1]``.  Returns the
-  per-step ``(dc, dh)`` stacks, ``[T, B, H]`` each.
+  Args:
+    u: ``[H, 4H]`` recurrent kernel (unscaled).
+    dys: ``[T, B, H]`` cotangent of the layer's outputs.
+    factors: ``(a, fk, ci, cf, cg, co)``, each ``[T, B, H]``
+      (``lstm_cell.backward_factors``).
+    passthrough: ``[T, B, 1]``, 1 on masked steps.
+    interpret: as in :func:`cell_scan`.
+
+  Returns:
+    float32 ``(dc, dh)``, each ``[T, B, H]``: per step, the cell state's and
+    the hidden state's cotangent.
+
+  Raises:
+    ValueError: ``H`` is not a power of two >= 16.
   """
   return stack_backward_loop([u], [], dys, [factors], passthrough, interpret)[0]
 
@@ -152,20 +180,20 @@ def _stack_fwd_kernel(*refs, num_layers: int, store: bool):
         pre.append(jnp.tanh(z))
       ai, af, g_, ao = pre
       keep = jnp.logical_and(valid, m_ref[tc] > 0)[:, None]
-      c_new, h_new = rnn_kernels.cell_update(ai, af, g_, ao, c, hprev, keep)
+      c_new, h_new = cell_update(ai, af, g_, ao, c, hprev, keep)
       new += [c_new, h_new]
 
       if store:
         o = outs[6 * l:6 * l + 6]
 
-        @_when(valid)
+        @pl.when(valid)
         def _(o=o, tc=tc, h_new=h_new, c_new=c_new, acts=(ai, af, g_, ao)):
           o[0][tc] = h_new
           o[1][tc] = c_new
           for j in range(4):
             o[2 + j][tc] = acts[j]
       elif l == nl - 1:
-        @_when(valid)
+        @pl.when(valid)
         def _(tc=tc, h_new=h_new):
           outs[0][tc] = h_new
     return tuple(new)
@@ -174,28 +202,37 @@ def _stack_fwd_kernel(*refs, num_layers: int, store: bool):
   lax.fori_loop(0, steps + nl - 1, body, (zeros,) * (2 * nl))
 
 
-def _when(cond):
-  return _pallas().when(cond)
-
-
 def _gate_tiles(w, h):
   return [w[:, k * h:(k + 1) * h].astype(jnp.float32) for k in range(4)]
 
 
 def stack_forward(x0s, mask, us, ks, bs, store: bool, interpret: bool | None = None):
-  """Forward recurrence of an LSTM stack as one wavefront kernel.
+  """Forward recurrence of an LSTM stack of ``L`` layers as one wavefront
+  kernel (one launch; ``B`` padded to a multiple of :data:`BLOCK_B`).
 
-  ``x0s``: layer 0's four scaled gate inputs ``[T, B, H]``; ``mask [T, B,
-  1]``; ``us``: every layer's scaled recurrent kernel ``[H, 4H]``; ``ks``,
-  ``bs``: layers 1..L-1's scaled input kernels ``[H, 4H]`` and biases
-  ``[4H]`` (forget bias included).  Returns the last layer's ``ys [T, B,
-  H]`` or, with ``store``, per layer ``(hs, cs, acts [T, B, 4H])``.
+  Args:
+    x0s: layer 0's four ``[T, B, H]`` gate inputs in the tanh form (as
+      :func:`cell_scan`'s ``xs``).
+    mask: ``[T, B, 1]``, 1 for a real frame, 0 where every layer's state
+      holds.
+    us: ``L`` scaled recurrent kernels ``[H, 4H]`` (``lstm_cell.scaled``).
+    ks: ``L - 1`` scaled input kernels ``[H, 4H]`` of layers 1..L-1
+      (kernel times ``lstm_cell.gate_scale``).
+    bs: ``L - 1`` scaled biases ``[4H]`` of layers 1..L-1, forget bias
+      included (``lstm_cell.scaled(u, bias)[1]``).
+    store: also return every layer's states and activations.
+    interpret: as in :func:`cell_scan`.
+
+  Returns:
+    float32: the last layer's ``ys [T, B, H]`` or, with ``store``, per layer
+    ``(hs [T, B, H], cs [T, B, H], acts [T, B, 4H])``, time-aligned.
+
+  Raises:
+    ValueError: ``H`` is not a power of two >= 16.
   """
-  pl = _pallas()
   t, b, h = x0s[0].shape
   nl = len(us)
-  if not supported(h):
-    raise ValueError(f"rnn_pallas: hidden size {h} is not a power of two >= 16")
+  _check_hidden(h)
   bp = _padded(b)
   x0s = [_pad_batch(x.astype(jnp.float32), bp) for x in x0s]
   m = _pad_batch(mask[..., 0].astype(jnp.float32), bp)
@@ -213,7 +250,7 @@ def stack_forward(x0s, mask, us, ks, bs, store: bool, interpret: bool | None = N
       grid=(bp // BLOCK_B,),
       in_specs=[seq] * 4 + [mspec] + [wspec] * len(weights) + [bspec] * len(biases),
       out_specs=[seq] * n_out,
-      compiler_params=_compiler_params(),
+      compiler_params=_compiler_params(NUM_WARPS),
       interpret=_interpret(interpret),
       name="lstm_stack_forward",
   )(*x0s, m, *weights, *biases)
@@ -253,7 +290,7 @@ def _stack_bwd_kernel(*refs, num_layers: int):
       dhs.append(dh)
       new_dc.append(jnp.where(valid, dc_new * fk, dc_new))
 
-      @_when(valid)
+      @pl.when(valid)
       def _(l=l, tc=tc, dc_new=dc_new, dh=dh):
         outs[2 * l][tc] = dc_new
         outs[2 * l + 1][tc] = dh
@@ -274,17 +311,26 @@ def _stack_bwd_kernel(*refs, num_layers: int):
 
 
 def stack_backward_loop(us, ks, dys, factors, passthrough, interpret: bool | None = None):
-  """The reverse wavefront loop of an LSTM stack.
+  """The reverse wavefront loop of an LSTM stack of ``L`` layers (one launch).
 
-  ``us``: every layer's (unscaled) recurrent kernel ``[H, 4H]``; ``ks``:
-  layers 1..L-1's input kernels ``[H, 4H]``; ``dys [T, B, H]`` the last
-  layer's output cotangent; ``factors``: per layer ``(a, fk, ci, cf, cg, co)``
-  (``rnn_kernels._backward_factors``), time-aligned ``[T, B, H]``;
-  ``passthrough [T, B, 1]``.  Returns per layer ``(dc, dh)`` stacks.
+  Args:
+    us: ``L`` recurrent kernels ``[H, 4H]`` (unscaled).
+    ks: ``L - 1`` input kernels ``[H, 4H]`` of layers 1..L-1 (unscaled).
+    dys: ``[T, B, H]`` cotangent of the last layer's outputs.
+    factors: per layer ``(a, fk, ci, cf, cg, co)``, each ``[T, B, H]``
+      time-aligned (``lstm_cell.backward_factors``).
+    passthrough: ``[T, B, 1]``, 1 on masked steps.
+    interpret: as in :func:`cell_scan`.
+
+  Returns:
+    float32, per layer ``(dc, dh)``, each ``[T, B, H]``.
+
+  Raises:
+    ValueError: ``H`` is not a power of two >= 16.
   """
-  pl = _pallas()
   t, b, h = dys.shape
   nl = len(us)
+  _check_hidden(h)
   bp = _padded(b)
   dys = _pad_batch(dys.astype(jnp.float32), bp)
   flat = [_pad_batch(jnp.broadcast_to(f, (t, b, h)).astype(jnp.float32), bp)
@@ -301,7 +347,7 @@ def stack_backward_loop(us, ks, dys, factors, passthrough, interpret: bool | Non
       grid=(bp // BLOCK_B,),
       in_specs=[seq, mspec] + [seq] * len(flat) + [wspec] * len(weights),
       out_specs=[seq] * (2 * nl),
-      compiler_params=_compiler_params(),
+      compiler_params=_compiler_params(NUM_WARPS),
       interpret=_interpret(interpret),
       name="lstm_stack_backward",
   )(dys, p, *flat, *weights)

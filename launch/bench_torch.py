@@ -259,24 +259,3 @@ def load_flax_params(model: TorchEmoBed, params: Mapping[str, Any]) -> None:
     for name in ("target_embed", "aux_embed"):
       if hasattr(model, name):
         dense(getattr(model, name), params[name])
-
-
-def matmul_flops_per_frame(setting: str, target_dim: int = 88, aux_dim: int = 168,
-                           proj_dim: int = 64, hidden: int = 64, num_layers: int = 2,
-                           head_hidden: int = 32, num_outputs: int = 2,
-                           embed_dim: int = 32, segment: int = 50) -> float:
-  """Forward matmul FLOPs per frame (2 * multiply-adds) of one setting."""
-  parts = SETTING_PARTS[setting]
-
-  def enc(d):
-    f = d * proj_dim + proj_dim * 4 * hidden + hidden * 4 * hidden
-    f += (num_layers - 1) * 2 * hidden * 4 * hidden
-    return f
-
-  head = hidden * head_hidden + head_hidden * num_outputs
-  f = enc(target_dim) + head
-  if parts["aux"]:
-    f += enc(aux_dim) + head
-  if parts["triplet"]:
-    f += 2 * hidden * embed_dim / segment
-  return 2.0 * f

@@ -20,23 +20,20 @@ Runs on this CPU machine (default) and on a GPU (``launch/gpu_check.sh``)::
   pip install -e .[bench]        # torch==2.13.0, CPU build
   python launch/benchmark.py                      # all settings, default shapes
   python launch/benchmark.py --settings=mono --shapes=32x300 --eval_batches=9
-  python launch/benchmark.py --variants=pmap:custom,jit:reference   # A/B
+  python launch/benchmark.py --variants=pmap:scan,pmap:flax_cell   # A/B
 
 ``--variants``: comma-separated ``MODE:RNN`` JAX variants, each timed in the
-same interleaved rounds as PyTorch.  MODE: ``pmap`` (``parallel.pmap_train_step``
-over ``--devices`` devices, the global batch split between them), ``shmap``
-(the same step under ``jit(shard_map)``) or ``jit`` (one device).  RNN:
-``custom``/``scan`` (``--rnn_impl=scan``: ``lax.scan`` loops with the
-hand-written backward pass), ``pallas`` (``--rnn_impl=pallas``: Pallas
-kernels, GPU), ``wavefront`` (``--rnn_impl=wavefront``: all layers in one
-scan), ``auto`` (what ``--rnn_impl=auto`` picks here); these take an
-``_u<N>`` suffix for ``unroll=N`` and ``_w<N>`` for N warps per Pallas
-program (``scan_u8``, ``pallas_w1``),
-``reference`` (``rnn_kernels.lstm_scan_reference``, autodiff),
-``flax_cell`` (``nn.RNN(nn.OptimizedLSTMCell)``, no hoisted input
-projection: the straightforward Flax baseline), ``layer`` (the proposed
-time-major ``models.Encoder`` calling ``rnn_kernels.lstm_layer``, same
-parameters), ``cudnn`` (``jax.experimental.rnn.lstm``, GPU only).
+same interleaved rounds as PyTorch.  MODE: ``pmap``
+(``parallel.pmap_train_step`` over ``--devices`` devices, the global batch
+split between them) or ``jit`` (one device).  RNN: a
+``ModelConfig.rnn_impl`` value (``scan``, ``pallas``, ``wavefront``,
+``auto``: the project's model with that setting) or ``flax_cell`` (the
+library baseline: the same model with Flax's own
+``nn.RNN(nn.OptimizedLSTMCell)`` layers, input projection inside every
+step, autodiff); an ``_u<N>`` suffix sets ``ModelConfig.unroll=N``
+(``scan_u8``).  Variants measured and rejected earlier (cuDNN through
+``jax.experimental.rnn``, the autodiff reference scan, Pallas warps,
+``shard_map``) are recorded in PERF_NOTES.md and ``benchmarks/``.
 
 CPU devices: on the CPU platform ``--devices`` (default: the number of cores
 this process may use) sets ``--xla_force_host_platform_device_count`` in
@@ -57,8 +54,10 @@ grain input pipeline at the same shapes.
 
 from __future__ import annotations
 
-import contextlib
+import functools
+import importlib.util
 import json
+import multiprocessing
 import os
 import resource
 import statistics
@@ -67,15 +66,15 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-_HERE = Path(__file__).resolve().parent
-_REPO_ROOT = _HERE.parent
-# Like prepare_data.py: never let ./datasets shadow Hugging Face's `datasets`.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _REPO_ROOT]
-if str(_HERE) not in sys.path:
-  sys.path.insert(0, str(_HERE))
+import _cli  # noqa: F401  (sys.path guard)
+import numpy as np
+from absl import app
+from absl import flags
 
-from absl import app  # noqa: E402
-from absl import flags  # noqa: E402
+from emobed_jax.hostenv import configure_malloc  # jax-free (shared with train.py)
+
+# JAX, and every emobed_jax module that imports it, is imported inside the
+# functions below: configure_xla must set XLA_FLAGS before JAX is imported.
 
 SETTINGS = ("mono", "joint", "crossmodal", "emobed")
 
@@ -84,11 +83,10 @@ _SHAPES = flags.DEFINE_list(
     "shapes", ["32x300", "128x300", "8x1500"],
     "Training shapes BxT (global batch x frames).")
 _VARIANTS = flags.DEFINE_list(
-    "variants", ["pmap:custom"],
-    "JAX variants MODE:RNN, MODE in {pmap, shmap, jit}, RNN in {custom, scan, "
-    "pallas, wavefront, auto, reference, flax_cell, layer, cudnn} (scan, pallas, "
-    "wavefront, auto: optional _u<N> suffix for unroll=N, _w<N> for N warps per "
-    "Pallas program).")
+    "variants", ["pmap:scan"],
+    "JAX variants MODE:RNN, MODE in {pmap, jit}, RNN an --rnn_impl value (auto, "
+    "scan, pallas, wavefront) or flax_cell (Flax's own LSTM cell, the baseline); "
+    "optional _u<N> suffix for unroll=N (scan_u8).")
 _DEVICES = flags.DEFINE_integer(
     "devices", 0, "CPU: number of host devices to create (0 = number of usable "
     "cores). Ignored on GPU (the real devices are used).")
@@ -124,9 +122,6 @@ _JSON_OUT = flags.DEFINE_string("json_out", "runs/benchmark.json",
 _SEED = flags.DEFINE_integer("seed", 0, "Data and init seed.")
 
 
-from emobed_jax.hostenv import configure_malloc  # noqa: E402  (shared with train.py)
-
-
 def usable_cores() -> int:
   try:
     return len(os.sched_getaffinity(0))
@@ -159,9 +154,6 @@ def pipeline_rows(batch: int = 32, window: int = 300, hop: int = 50,
   ``train_batches`` exactly as ``train_and_evaluate`` reads them (random
   access by step, then ``shard_batch``); frames/s = B * T * steps / seconds.
   """
-  import time
-
-  import numpy as np
   from emobed_jax import input_pipeline, parallel
   rs = np.random.RandomState(0)
   recs = [input_pipeline.Recording(f"train_{i}", rs.randn(7501, 88).astype(np.float32),
@@ -186,7 +178,6 @@ def pipeline_rows(batch: int = 32, window: int = 300, hop: int = 50,
 def synthetic_batch(b: int, t: int, setting: str, target_dim: int = 88,
                     aux_dim: int = 168, num_outputs: int = 2, seed: int = 0):
   """Random features, smooth random-walk labels, every frame real (numpy)."""
-  import numpy as np
   rs = np.random.RandomState(seed)
   y = (np.cumsum(rs.randn(b, t, num_outputs), axis=1) / np.sqrt(t)).astype(np.float32)
   batch = dict(target=rs.randn(b, t, target_dim).astype(np.float32),
@@ -196,157 +187,86 @@ def synthetic_batch(b: int, t: int, setting: str, target_dim: int = 88,
   return batch
 
 
-#: RNN variants that are the shipped model with ``ModelConfig.rnn_impl``
-#: set (an ``_u<N>`` suffix also sets ``unroll=N``, e.g. ``scan_u8``).
-IMPL_VARIANTS = {"custom": "scan", "layer": "scan", "scan": "scan", "pallas": "pallas",
-                 "wavefront": "wavefront", "auto": "auto"}
+MODES = ("pmap", "jit")
+#: The library baseline: Flax's own LSTM cell (:func:`flax_cell_model`).
+BASELINE = "flax_cell"
 
 
-def split_rnn(rnn: str) -> tuple[str, int, int]:
-  """``"scan_u8"`` -> ``("scan", 8, 4)``, ``"pallas_w1"`` -> ``("pallas", 1, 1)``:
-  the base name, unroll (``_u<N>``, default 1) and Pallas warps per program
-  (``_w<N>``, default ``rnn_pallas.NUM_WARPS``' default 4)."""
-  if rnn in ("reference", "flax_cell", "cudnn"):   # module swaps, no suffixes
-    return rnn, 1, 4
-  base, *suffixes = rnn.split("_")
-  unroll, warps = 1, 4
-  for suf in suffixes:
-    if suf[:1] == "u" and suf[1:].isdigit():
-      unroll = int(suf[1:])
-    elif suf[:1] == "w" and suf[1:].isdigit():
-      warps = int(suf[1:])
-    else:
-      raise ValueError(f"--variants: bad RNN {rnn!r} (expected e.g. scan_u8 or pallas_w1)")
-  if suffixes and base not in IMPL_VARIANTS:
-    raise ValueError(f"--variants: {rnn!r}: suffixes apply to {sorted(IMPL_VARIANTS)}")
-  return base, unroll, warps
+def parse_variant(variant: str) -> tuple[str, str, int]:
+  """``"pmap:scan_u8"`` -> ``("pmap", "scan", 8)``: the mode, the RNN (a
+  ``ModelConfig.rnn_impl`` value or ``flax_cell``) and the unroll (``_u<N>``,
+  default 1).  Raises ``ValueError`` naming the variant."""
+  from emobed_jax.config import RNN_IMPLS
+  mode, sep, rnn = variant.partition(":")
+  if not sep or mode not in MODES:
+    raise ValueError(f"--variants: {variant!r}: expected MODE:RNN with MODE one of {MODES}")
+  base, sep, unroll = rnn.partition("_u")
+  if base not in RNN_IMPLS + (BASELINE,) or (sep and not unroll.isdigit()) or unroll == "0":
+    raise ValueError(f"--variants: {variant!r}: unknown RNN {rnn!r}, expected one of "
+                     f"{RNN_IMPLS + (BASELINE,)} with an optional _u<N> (unroll) suffix")
+  return mode, base, int(unroll or 1)
 
 
-def core_config(setting: str, rnn: str = "custom"):
-  """The benchmarked config; ``rnn`` picks ``rnn_impl``/``unroll`` for the
-  shipped-model variants (others swap modules, see :func:`rnn_variant`)."""
+def core_config(setting: str, rnn: str = "scan", unroll: int = 1):
+  """The benchmarked config: the defaults, ``rnn_impl=rnn`` (``flax_cell``
+  ignores it: ``scan``) and ``unroll``."""
   from emobed_jax.config import CoreConfig, ModelConfig, TaskConfig
-  base, unroll, _ = split_rnn(rnn)
-  impl = IMPL_VARIANTS.get(base, "scan")
+  impl = "scan" if rnn == BASELINE else rnn
   return CoreConfig(model=ModelConfig(rnn_impl=impl, unroll=unroll),
                     task=TaskConfig(setting=setting)).validate()
 
 
-@contextlib.contextmanager
-def rnn_variant(rnn: str):
-  """Swap the recurrence the project's model uses, for one variant.
-
-  ``custom``/``scan``: as shipped with ``rnn_impl="scan"`` (time-major
-  encoder, ``rnn_kernels.lstm_layer``'s ``lax.scan`` loops).  ``layer``:
-  the same (the name under which PERF_NOTES idea 12 measured it before it
-  became the default).  ``pallas``, ``wavefront``, ``auto``: the shipped
-  model with that ``rnn_impl`` (:func:`core_config`); any of these with
-  ``_u<N>`` runs with ``unroll=N``; ``_w<N>`` runs the Pallas kernels with
-  N warps per program.  ``reference``: ``lstm_layer`` replaced by
-  a Dense projection + autodiff ``lstm_scan_reference``.
-  ``flax_cell``: ``models.Recurrent`` replaced by ``nn.RNN(OptimizedLSTMCell)``
-  (other parameter tree).  ``cudnn``:
-  ``models.Recurrent`` replaced by ``jax.experimental.rnn.lstm`` with the
-  same parameter tree (GPU only).
-  """
-  from emobed_jax import models, rnn_kernels, rnn_pallas
-  saved = (rnn_kernels.lstm_layer, models.Recurrent, rnn_pallas.NUM_WARPS)
-  try:
-    rnn_pallas.NUM_WARPS = split_rnn(rnn)[2]
-    if rnn == "reference":
-      rnn_kernels.lstm_layer = (lambda x, kernel, bias, u, m, unroll=1, impl="scan":
-                                rnn_kernels.lstm_scan_reference(x @ kernel + bias, u, m, unroll))
-    elif rnn == "flax_cell":
-      models.Recurrent = _flax_cell_recurrent()
-    elif rnn == "cudnn":
-      models.Recurrent = _cudnn_recurrent()
-    elif split_rnn(rnn)[0] not in IMPL_VARIANTS:
-      raise ValueError(f"--variants: unknown RNN {rnn!r}")
-    yield
-  finally:
-    rnn_kernels.lstm_layer, models.Recurrent, rnn_pallas.NUM_WARPS = saved
-
-
-def _stand_in_base():
-  """Base of the modules that stand in for ``models.Recurrent``: its fields
-  (as ``models.Encoder`` passes them) and batch-major inputs."""
-  import flax.linen as nn
-
-  class RecurrentStandIn(nn.Module):
-    hidden: int
-    cell: str = "lstm"
-    unroll: int = 1
-    time_major: bool = False
-    impl: str = "scan"   # unused by the stand-ins
-
-    def batch_major(self, x, mask):
-      """``models.Encoder`` passes ``[T, B, D]`` and ``[T, B, 1]``."""
-      if self.time_major:
-        return x.swapaxes(0, 1), mask[..., 0].swapaxes(0, 1)
-      return x, mask
-
-    def restore_layout(self, y):
-      return y.swapaxes(0, 1) if self.time_major else y
-
-  return RecurrentStandIn
-
-
-def _flax_cell_recurrent():
-  import flax.linen as nn
-
-  class FlaxCellRecurrent(_stand_in_base()):
-    """The straightforward Flax LSTM: input projection inside every step."""
-
-    @nn.compact
-    def __call__(self, x, mask):
-      x, mask = self.batch_major(x, mask)
-      lengths = mask.sum(axis=1).astype("int32")
-      y = nn.RNN(nn.OptimizedLSTMCell(self.hidden), unroll=self.unroll)(
-          x, seq_lengths=lengths)
-      return self.restore_layout(y)
-
-  return FlaxCellRecurrent
-
-
-def cudnn_weights(kernel, bias, u):
-  """models.Recurrent's parameters as one cuDNN LSTM layer's flat weights
-  (``jax.experimental.rnn`` layout: W_ih [4H, P], W_hh [4H, H], b_ih, b_hh;
-  gates i, f, g, o; the +1 forget bias goes into b_ih)."""
-  import jax.numpy as jnp
-  h = u.shape[0]
-  b_ih = bias + jnp.concatenate([jnp.zeros(h), jnp.ones(h), jnp.zeros(2 * h)]).astype(bias.dtype)
-  return jnp.concatenate([kernel.T.reshape(-1), u.T.reshape(-1), b_ih,
-                          jnp.zeros(4 * h, bias.dtype)])
-
-
-def _cudnn_recurrent():
+@functools.cache
+def flax_cell_model():
+  """``models.EmoBed`` whose encoders run Flax's own LSTM cell: ``Dense ->
+  LayerNorm -> nn.RNN(nn.OptimizedLSTMCell)`` per layer (dropout between as
+  configured), batch-major, the input projection inside every step and the
+  backward pass by autodiff: the straightforward Flax model, a subclass (no
+  library module is patched).  Its own parameter tree."""
   import flax.linen as nn
   import jax.numpy as jnp
-  from jax.experimental import rnn as jrnn
 
   from emobed_jax import models
 
-  class CudnnRecurrent(_stand_in_base()):
-    """Same parameters as models.Recurrent, run by cuDNN (GPU only).
-
-    cuDNN holds no carry on masked frames (it takes lengths), which is the
-    same for the benchmark's full windows."""
+  class FlaxCellEncoder(nn.Module):
+    proj_dim: int
+    hidden: int
+    num_layers: int
+    dropout: float = 0.0
+    unroll: int = 1
 
     @nn.compact
-    def __call__(self, x, mask):
-      x, mask = self.batch_major(x, mask)
-      h = self.hidden
-      kernel, bias = models.DenseParams(4 * h, name="input")(x.shape[-1])
-      u = self.param("recurrent", models.recurrent_kernel_init(4), (h, 4 * h))
-      w = cudnn_weights(kernel, bias, u)
-      b = x.shape[0]
-      z = jnp.zeros((1, b, h), x.dtype)
-      lengths = mask.sum(axis=1).astype(jnp.int32)
-      y, _, _ = jrnn.lstm(x, z, z, w, lengths, input_size=x.shape[-1], hidden_size=h,
-                          num_layers=1, dropout=0.0, bidirectional=False)
-      return self.restore_layout(y)
+    def __call__(self, x, mask, *, train: bool = False):
+      x = nn.LayerNorm(name="norm")(nn.Dense(self.proj_dim, name="proj")(x))
+      lengths = jnp.sum(mask, axis=1).astype(jnp.int32)
+      for i in range(self.num_layers):
+        cell = nn.OptimizedLSTMCell(self.hidden, name=f"rnn_{i}")
+        x = nn.RNN(cell, unroll=self.unroll)(x, seq_lengths=lengths)
+        if self.dropout > 0:
+          x = nn.Dropout(self.dropout, deterministic=not train)(x)
+      return x
 
-  return CudnnRecurrent
+  class FlaxCellEmoBed(models.EmoBed):
+    def _encoder(self, name: str) -> nn.Module:
+      m = self.config.model
+      return FlaxCellEncoder(m.proj_dim, m.hidden, m.num_layers, m.dropout, m.unroll,
+                             name=name)
+
+  return FlaxCellEmoBed
+
+
+def create_state(cfg, rnn: str, seed: int):
+  """``(model, train state)`` of variant ``rnn``: ``train.create_train_state``,
+  or for ``flax_cell`` the same state (optimiser, step type) over
+  :func:`flax_cell_model`'s parameters."""
+  import jax
+  from emobed_jax import models, train
+  model, state = train.create_train_state(cfg, jax.random.PRNGKey(seed))
+  if rnn == BASELINE:
+    model, params = models.init_params(cfg, jax.random.PRNGKey(seed),
+                                       model=flax_cell_model()(cfg))
+    state = state.replace(apply_fn=model.apply, params=params, opt_state=state.tx.init(params))
+  return model, state
 
 
 class JaxVariant:
@@ -357,25 +277,23 @@ class JaxVariant:
     import jax
     from emobed_jax import losses, parallel, train
     self.name = f"{mode}:{rnn}"
-    self.mode, self.rnn = mode, rnn
-    self.cfg = core_config(setting, rnn)
+    self.mode, self.base, unroll = parse_variant(self.name)
+    self.cfg = core_config(setting, self.base, unroll)
     self.traces = 0
-    with rnn_variant(rnn):
-      self.model, state = train.create_train_state(self.cfg, jax.random.PRNGKey(seed))
+    self.model, state = create_state(self.cfg, self.base, seed)
     self.params0 = jax.device_get(state.params)
     self.edges = losses.fit_bin_edges(batch["labels"], self.cfg.loss.num_bins)
     self.devices = list(devices or jax.local_devices())
-    n = len(self.devices) if mode in ("pmap", "shmap") else 1
+    n = len(self.devices) if mode == "pmap" else 1
     if batch["target"].shape[0] % n:
       raise ValueError(f"batch {batch['target'].shape[0]} not divisible by {n} devices")
     self.n = n
     fn = train.bound_train_step(self.model, self.cfg, self.edges,
-                                axis_name=parallel.AXIS if mode in ("pmap", "shmap") else None)
+                                axis_name=parallel.AXIS if mode == "pmap" else None)
 
     def counted(*args):
       self.traces += 1  # runs once per trace, not per call
-      with rnn_variant(rnn):
-        return fn(*args)
+      return fn(*args)
 
     self.rng = jax.random.PRNGKey(seed + 1)
     if mode == "pmap":
@@ -385,32 +303,17 @@ class JaxVariant:
       sharding = NamedSharding(parallel.local_mesh(self.devices), PartitionSpec(parallel.AXIS))
       self.batch = {k: jax.device_put(v, sharding)
                     for k, v in parallel.shard_batch(batch, n).items()}
-    elif mode == "shmap":
-      # The same body under jit(shard_map) (C++ dispatch) instead of pmap:
-      # the batch is one global array split on its leading axis.
-      from jax.sharding import NamedSharding, PartitionSpec
-      mesh = parallel.local_mesh(self.devices)
-      spec = PartitionSpec(parallel.AXIS)
-      self.step_fn = jax.jit(
-          jax.shard_map(counted, mesh=mesh, in_specs=(PartitionSpec(), spec, PartitionSpec()),
-                        out_specs=(PartitionSpec(), PartitionSpec()), check_vma=False),
-          donate_argnums=(0,))
-      self.state = parallel.replicate(state, self.devices)
-      self.batch = {k: jax.device_put(v, NamedSharding(mesh, spec)) for k, v in batch.items()}
-    elif mode == "jit":
+    else:
       self.step_fn = jax.jit(counted, donate_argnums=(0,))
       dev = self.devices[0]
       self.state = jax.device_put(jax.device_get(state), dev)
       self.batch = jax.device_put(batch, dev)
-    else:
-      raise ValueError(f"--variants: unknown mode {mode!r}")
 
   def step(self):
     import jax
     self.state, metrics = self.step_fn(self.state, self.batch, self.rng)
     jax.block_until_ready(self.state)
     return metrics
-
 
 
 class TorchRunner:
@@ -531,7 +434,6 @@ class TorchProcess:
   """
 
   def __init__(self, malloc: bool, threads: int, device: str = "cpu", platform: str = "cpu"):
-    import multiprocessing
     ctx = multiprocessing.get_context("spawn")
     self.conn, child = ctx.Pipe()
     self.proc = ctx.Process(target=_torch_server,
@@ -624,11 +526,29 @@ def interleaved(runners: dict[str, Any], rounds: int, per_round: int,
   return timers
 
 
+def matmul_flops_per_frame(cfg) -> float:
+  """Forward matmul FLOPs per frame (2 * multiply-adds) of the model of
+  ``cfg`` (a ``CoreConfig``): each encoder's projection, input and recurrent
+  kernels, the head(s), and the embeddings once per triplet segment."""
+  m, t = cfg.model, cfg.task
+
+  def enc(d):
+    return (d * m.proj_dim + m.proj_dim * 4 * m.hidden + m.hidden * 4 * m.hidden
+            + (m.num_layers - 1) * 2 * m.hidden * 4 * m.hidden)
+
+  head = m.hidden * m.head_hidden + m.head_hidden * t.num_outputs
+  f = enc(t.target_dim) + head
+  if t.parts["aux"]:
+    f += enc(t.aux_dim) + head
+  if t.parts["triplet"]:
+    f += 2 * m.hidden * m.embed_dim / cfg.loss.triplet_segment
+  return 2.0 * f
+
+
 def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
   """Best observed GFLOP/s of a square f32 matmul on JAX's default device."""
   import jax
   import jax.numpy as jnp
-  import numpy as np
   a = jnp.asarray(np.random.RandomState(0).randn(size, size).astype(np.float32))
   mm = jax.jit(lambda x: x @ x)
   jax.block_until_ready(mm(a))
@@ -672,7 +592,6 @@ def first_two_steps(runner) -> tuple[list[float], float]:
 
 def scalar(x) -> float:
   """A step's loss (JAX metrics, a device array or a torch tensor) as float."""
-  import numpy as np
   x = getattr(x, "loss", x)
   if hasattr(x, "detach"):
     x = x.detach().cpu().numpy()
@@ -686,7 +605,7 @@ def train_rows(setting: str, b: int, t: int, variants: list[str], torch_backend,
   batch = synthetic_batch(b, t, setting, seed=args["seed"])
   jvs, first_losses, compile_s, failed = [], {}, {}, []
   for v in variants:
-    mode, rnn = v.split(":")
+    mode, _, rnn = v.partition(":")
     try:
       jv = JaxVariant(setting, batch, mode, rnn, seed=args["seed"])
       first_losses[jv.name], compile_s[jv.name] = first_two_steps(jv)
@@ -696,18 +615,17 @@ def train_rows(setting: str, b: int, t: int, variants: list[str], torch_backend,
     jvs.append(jv)
   if not jvs:
     return failed
-  import bench_torch   # (torch itself only where a torch backend is given)
   runners: dict[str, Any] = {jv.name: jv.step for jv in jvs}
   tr, torch_losses = torch_backend, None
   if tr is not None:
-    ref = next((jv for jv in jvs if jv.rnn != "flax_cell"), jvs[0])
+    ref = next((jv for jv in jvs if jv.base != BASELINE), jvs[0])
     torch_losses = tr.train(setting, batch, ref.edges, ref.params0)
     runners["torch"] = tr
   equiv = {jv.name: check_losses(f"{setting} B={b} T={t} {jv.name}", first_losses[jv.name],
                                  torch_losses, args["equiv_rtol"])
-           for jv in jvs if tr is not None and jv.rnn != "flax_cell"}
+           for jv in jvs if tr is not None and jv.base != BASELINE}
   timers = interleaved(runners, args["rounds"], args["steps_per_round"], args["warmup"])
-  flops = 3.0 * bench_torch.matmul_flops_per_frame(setting)
+  flops = 3.0 * matmul_flops_per_frame(jvs[0].cfg)
   rows = []
   for jv in jvs:
     tj = timers[jv.name]
@@ -741,8 +659,6 @@ def eval_rows(b: int, t: int, variants: list[str], torch_backend,
   JAX variant (its RNN; the mode is ``--eval_mode``), timed interleaved with
   PyTorch."""
   import jax
-  import numpy as np
-  import bench_torch
   batch = synthetic_batch(b, t, "mono", seed=args["seed"] + 7)
   x, mask = batch["target"], batch["mask"]
   devices = jax.local_devices()
@@ -752,10 +668,10 @@ def eval_rows(b: int, t: int, variants: list[str], torch_backend,
   n = len(devices) if mode == "pmap" else 1
   runners: dict[str, Any] = {}
   outputs, firsts, params, failed = {}, {}, None, []
-  for rnn in dict.fromkeys(v.split(":")[1] for v in variants):
-    if rnn == "flax_cell":
-      continue
+  for rnn in dict.fromkeys(v.partition(":")[2] for v in variants):
     try:
+      if parse_variant(f"{mode}:{rnn}")[1] == BASELINE:   # its own parameters: no torch twin
+        continue
       run, out, first, params = _eval_runner(rnn, x, mask, b, mode, n, devices, args)
     except Exception as e:  # one broken variant must not lose the others' rows
       failed.append(failed_row("eval", "target branch", b, t, f"{mode}:{rnn}", e))
@@ -769,7 +685,7 @@ def eval_rows(b: int, t: int, variants: list[str], torch_backend,
     diffs = {k: float(np.max(np.abs(y_t - y))) for k, y in outputs.items()}
     runners["torch"] = torch_backend
   timers = interleaved(runners, 2, max(args["eval_repeats"] // 2, 1), 1)
-  flops = bench_torch.matmul_flops_per_frame("mono")
+  flops = matmul_flops_per_frame(core_config("mono"))
   rows = []
   for rnn in outputs:
     tj = timers[rnn]
@@ -794,16 +710,13 @@ def _eval_runner(rnn: str, x, mask, b: int, mode: str, n: int, devices, args):
   """The target branch of variant ``rnn`` placed and run once: (runner,
   outputs, first-call seconds, params)."""
   import jax
-  import numpy as np
   from emobed_jax import parallel, train
-  cfg = core_config("mono", rnn)
-  with rnn_variant(rnn):
-    model, state = train.create_train_state(cfg, jax.random.PRNGKey(args["seed"]))
+  _, base, unroll = parse_variant(f"{mode}:{rnn}")
+  model, state = create_state(core_config("mono", base, unroll), base, args["seed"])
   params = jax.device_get(state.params)
 
   def eval_fn(p, xx, mm):
-    with rnn_variant(rnn):
-      return train.eval_step(p, xx, mm, model=model)
+    return train.eval_step(p, xx, mm, model=model)
 
   if mode == "pmap":
     from jax.sharding import NamedSharding, PartitionSpec
@@ -866,7 +779,6 @@ def main(argv):
   versions = {"jax": jax.__version__}
   torch_backend, torch_device = None, "-"
   if _TORCH.value:
-    import importlib.util
     if importlib.util.find_spec("torch") is None:
       print("torch is not installed (pip install -e .[bench]); JAX only.")
     else:
@@ -876,11 +788,8 @@ def main(argv):
   variants = list(_VARIANTS.value)
   if platform != "cpu":
     one = jax.local_device_count() == 1
-    variants = [v for v in variants if not (one and v.split(":")[0] in ("pmap", "shmap"))]
-    variants = variants or ["jit:custom"]
-  if platform != "gpu" and any(v.endswith(":cudnn") for v in variants):
-    print("cudnn variants need a GPU; skipped.")
-    variants = [v for v in variants if not v.endswith(":cudnn")]
+    variants = [v for v in variants if not (one and v.partition(":")[0] == "pmap")]
+    variants = variants or ["jit:scan"]
   peak = matmul_peak_gflops(_PEAK_SIZE.value)
   args = dict(seed=_SEED.value, rounds=_ROUNDS.value, steps_per_round=_STEPS_PER_ROUND.value,
               warmup=_WARMUP.value, equiv_rtol=_EQUIV_RTOL.value, peak=peak,
@@ -925,7 +834,6 @@ def main(argv):
             + (f", PyTorch {r['fps_torch']:.0f} fr/s, ratio {r['ratio']:.2f}"
                if "fps_torch" in r else ""), flush=True)
     save()
-  import importlib.util
   pipe = []
   if importlib.util.find_spec("grain") is not None:
     pipe = pipeline_rows()

@@ -17,15 +17,16 @@ CPU; 2e-2 elsewhere, where dots run in TF32 by default).
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
-_REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _REPO_ROOT]
+import _cli  # noqa: F401  (sys.path guard)
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app
+from absl import flags
 
-from absl import app  # noqa: E402
-from absl import flags  # noqa: E402
+from emobed_jax import models
 
 _IMPLS = flags.DEFINE_list("impls", ["pallas", "wavefront"], "Implementations to check.")
 _SHAPES = flags.DEFINE_list("shapes", ["21x50", "32x300"], "BxT shapes.")
@@ -37,10 +38,6 @@ def encoder_outputs(impl: str, b: int, t: int, hidden: int):
   """Outputs and parameter gradients of a 2-layer encoder with ``impl`` on
   fixed masked inputs (the same for every impl), and the first call's
   seconds."""
-  import jax
-  import jax.numpy as jnp
-  import numpy as np
-  from emobed_jax import models
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=(b, t, 88)).astype(np.float32))
   lengths = rng.integers(1, t + 1, size=b)
@@ -62,8 +59,6 @@ def encoder_outputs(impl: str, b: int, t: int, hidden: int):
 def relative_differences(out, ref) -> tuple[float, float]:
   """(output, worst gradient leaf) differences, relative to ``ref``'s largest
   magnitude."""
-  import jax
-  import numpy as np
   (y1, g1, _), (y0, g0, _) = out, ref
   dy = float(np.max(np.abs(y1 - y0)) / max(np.max(np.abs(y0)), 1e-12))
   dg = max(float(np.max(np.abs(a - c)) / max(np.max(np.abs(c)), 1e-12))
@@ -73,7 +68,6 @@ def relative_differences(out, ref) -> tuple[float, float]:
 
 def main(argv):
   del argv
-  import jax
   platform = jax.default_backend()
   rtol = _RTOL.value or (1e-4 if platform == "cpu" else 2e-2)
   print(f"platform {platform} ({jax.devices()[0].device_kind}), jax {jax.__version__}, "

@@ -17,8 +17,8 @@
 #                    (rnn_impl=auto on a GPU),
 #   jit:wavefront_u8 - both layers in one lax.scan (rnn_kernels.lstm_stack), unroll 8,
 #   PyTorch        - nn.LSTM on CUDA (cuDNN), if torch with CUDA imports.
-# (VARIANTS=... overrides the list, e.g. jit:scan,jit:scan_u8,jit:pallas_w1 as
-# measured in benchmarks/gpu_h200_2026-11-26{b,c}.txt.)
+# (VARIANTS=... overrides the list: MODE:RNN with RNN an --rnn_impl value or
+# flax_cell, _u<N> for unroll=N, e.g. jit:scan,jit:scan_u8,jit:flax_cell.)
 # Writes $OUT/env.txt, $OUT/kernels.txt, $OUT/benchmark{,_emobed}.{json,txt}.
 set -uo pipefail
 

@@ -1,8 +1,11 @@
-"""launch/benchmark.py on tiny shapes: JAX and PyTorch agree, rows are complete."""
+"""launch/benchmark.py on tiny shapes: every variant builds and steps, JAX
+and PyTorch agree, rows are complete, a bad variant is a FAILED row."""
 
 import json
 import sys
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -15,6 +18,18 @@ ARGS = dict(seed=0, rounds=2, steps_per_round=1, warmup=0, equiv_rtol=1e-4,
             peak=100.0, eval_repeats=2, eval_mode="auto")
 
 
+def _batch():
+  return benchmark.synthetic_batch(8, 12, "mono")   # pmap: 8 test devices
+
+
+@pytest.fixture(scope="module")
+def scan_steps():
+  """jit:scan's first two losses (the reference of the other variants)."""
+  jv = benchmark.JaxVariant("mono", _batch(), "jit", "scan")
+  losses, compile_s = benchmark.first_two_steps(jv)
+  return jv, losses, compile_s
+
+
 def test_pipeline_row_times_the_project_pipeline():
   (row,) = benchmark.pipeline_rows(batch=8, window=50, steps=4)
   assert row["B"] == 8 and row["T"] == 50
@@ -22,7 +37,6 @@ def test_pipeline_row_times_the_project_pipeline():
 
 
 def test_configure_xla_refuses_after_jax_import():
-  import jax  # noqa: F401
   with pytest.raises(RuntimeError, match="already imported"):
     benchmark.configure_xla(2)
 
@@ -33,42 +47,126 @@ def test_loss_check_names_the_disagreement():
     benchmark.check_losses("mono B=2", [1.0, 0.9], [1.0, 0.95], 1e-4)
 
 
-@pytest.mark.parametrize("variant", ["jit:custom", "jit:reference", "jit:flax_cell",
-                                     "jit:scan_u2", "jit:wavefront", "jit:pallas", "jit:auto",
-                                     "pmap:scan"])
-def test_every_cpu_variant_builds_and_steps(variant):
-  """Every --variants RNN that runs on a CPU builds the project's step and
-  takes two steps; the shipped-model variants (same parameters) start from
-  the same loss as scan (flax_cell has its own parameters)."""
-  batch = benchmark.synthetic_batch(8, 12, "mono")   # pmap: 8 test devices
+def test_parse_variant():
+  assert benchmark.parse_variant("pmap:scan") == ("pmap", "scan", 1)
+  assert benchmark.parse_variant("jit:scan_u8") == ("jit", "scan", 8)
+  assert benchmark.parse_variant("jit:flax_cell") == ("jit", "flax_cell", 1)
+  for v in ("auto", "pallas_u2", "wavefront_u16"):
+    assert benchmark.parse_variant(f"jit:{v}")[1] == v.split("_u")[0]
+
+
+def test_scan_builds_steps_once_and_learns(scan_steps):
+  jv, losses, compile_s = scan_steps
+  assert jv.cfg.model.rnn_impl == "scan" and jv.cfg.model.unroll == 1
+  assert all(np.isfinite(losses)) and losses[1] != losses[0]
+  assert jv.traces == 1 and compile_s > 0
+
+
+@pytest.mark.parametrize("variant,impl,unroll", [
+    ("jit:pallas", "pallas", 1), ("jit:wavefront", "wavefront", 1), ("jit:auto", "auto", 1),
+    ("jit:scan_u2", "scan", 2), ("pmap:scan", "scan", 1)])
+def test_every_cpu_variant_builds_and_steps_from_scans_loss(variant, impl, unroll, scan_steps):
+  """Every --rnn_impl variant is the project's model with that config (same
+  parameters), compiles once and takes two steps with scan's losses."""
   mode, rnn = variant.split(":")
-  jv = benchmark.JaxVariant("mono", batch, mode, rnn, devices=None)
+  jv = benchmark.JaxVariant("mono", _batch(), mode, rnn)
+  assert (jv.cfg.model.rnn_impl, jv.cfg.model.unroll) == (impl, unroll)
+  assert jv.n == (8 if mode == "pmap" else 1)
+  ref_jv, ref_losses, _ = scan_steps
+  jax.tree_util.tree_map(np.testing.assert_array_equal, jv.params0, ref_jv.params0)
+  losses, _ = benchmark.first_two_steps(jv)
+  assert jv.traces == 1
+  np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
+
+
+def test_flax_cell_baseline_is_the_same_model():
+  """flax_cell builds and steps; with the project's weights mapped into its
+  Flax cells (+1 forget bias into the cell's bias) it predicts what the
+  project's model predicts."""
+  jv = benchmark.JaxVariant("mono", _batch(), "jit", "flax_cell")
   losses, _ = benchmark.first_two_steps(jv)
   assert all(np.isfinite(losses)) and jv.traces == 1
-  if rnn != "flax_cell":
-    ref, _ = benchmark.first_two_steps(benchmark.JaxVariant("mono", batch, "jit", "scan"))
-    np.testing.assert_allclose(losses, ref, rtol=1e-5)
+  assert isinstance(jv.model, benchmark.flax_cell_model())
+  cfg = jv.cfg
+  ours, state = benchmark.create_state(cfg, "scan", 0)
+  p = jax.device_get(state.params)
+  h = cfg.model.hidden
+  mapped = dict(jv.params0)
+  enc = dict(mapped["target_encoder"])
+  enc["proj"], enc["norm"] = p["target_encoder"]["proj"], p["target_encoder"]["norm"]
+  for i in range(cfg.model.num_layers):
+    rnn = p["target_encoder"][f"rnn_{i}"]
+    k, bias, u = rnn["input"]["kernel"], rnn["input"]["bias"], rnn["recurrent"]
+    cell = {}
+    for j, g in enumerate("ifgo"):
+      sl = slice(j * h, (j + 1) * h)
+      cell[f"i{g}"] = {"kernel": k[:, sl]}
+      cell[f"h{g}"] = {"kernel": u[:, sl], "bias": bias[sl] + (1.0 if g == "f" else 0.0)}
+    assert (jax.tree_util.tree_structure(cell)
+            == jax.tree_util.tree_structure(dict(enc[f"rnn_{i}"])))
+    enc[f"rnn_{i}"] = cell
+  mapped["target_encoder"], mapped["head"] = enc, p["head"]
+  assert jax.tree_util.tree_structure(mapped) == jax.tree_util.tree_structure(jv.params0)
+  batch = _batch()
+  x, mask = jnp.asarray(batch["target"]), jnp.asarray(batch["mask"])
+  want = jax.jit(lambda q: ours.apply({"params": q}, x, mask, method="predict"))(p)
+  got = jax.jit(lambda q: jv.model.apply({"params": q}, x, mask, method="predict"))(mapped)
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
 
 
-def test_bad_variant_is_a_failed_row_not_a_crash(capsys):
-  (row,) = benchmark.train_rows("mono", 2, 8, ["jit:bogus_u2"], None, ARGS)
-  assert row["variant"] == "jit:bogus_u2" and "fps_jax" not in row
-  assert "suffixes apply" in row["error"]
-  assert "FAILED" in capsys.readouterr().out
+def test_bad_variants_are_failed_rows_not_a_crash(capsys):
+  """Unknown RNNs (the removed cudnn, reference, custom, _w<N> variants
+  too), modes and suffixes are FAILED rows."""
+  bad = ["jit:bogus_u2", "jit:cudnn", "jit:reference", "jit:custom", "jit:pallas_w1",
+         "jit:scan_u0", "shmap:scan", "scan"]
+  rows = benchmark.train_rows("mono", 2, 8, bad, None, ARGS)
+  assert [r["variant"] for r in rows] == bad
+  for r in rows:
+    assert "fps_jax" not in r and r["error"].startswith("ValueError: --variants:"), r
+  assert "unknown RNN 'bogus_u2'" in rows[0]["error"]
+  assert "MODE one of" in rows[-2]["error"]
+  out = capsys.readouterr().out
+  assert out.count("FAILED") == len(bad)
+
+
+def test_eval_rows_without_torch_skip_the_baseline():
+  """JAX-only evaluation rows: one per variant with the project's
+  parameters (flax_cell has no torch twin); a bad variant is a FAILED row."""
+  rows = benchmark.eval_rows(1, 30, ["jit:scan", "jit:flax_cell", "jit:bogus"], None, ARGS)
+  assert [r["variant"] for r in rows] == ["jit:scan", "jit:bogus"]
+  assert rows[0]["kind"] == "eval" and rows[0]["fps_jax"] > 0 and rows[0]["devices"] == 1
+  assert "unknown RNN" in rows[1]["error"]
 
 
 def test_a_failing_variant_leaves_the_others_rows():
-  pytest.importorskip("torch")   # train_rows times the good variant against torch's model code
+  """JAX only (no torch needed): the good variant is timed, the bad one is a
+  FAILED row."""
   rows = benchmark.train_rows("mono", 8, 8, ["jit:scan", "jit:bogus_u2"], None, ARGS)
   assert [r["variant"] for r in rows] == ["jit:scan", "jit:bogus_u2"]
   assert rows[0]["fps_jax"] > 0 and "error" in rows[1]
+  assert rows[0]["steps_timed"] == 2 and rows[0]["recompiles"] == 0 and "fps_torch" not in rows[0]
+  flops = 3.0 * benchmark.matmul_flops_per_frame(benchmark.core_config("mono"))
+  assert rows[0]["pct_peak_jax"] == pytest.approx(
+      100.0 * flops * 64 / (rows[0]["step_ms_jax"] / 1e3) / 1e9 / ARGS["peak"])
+
+
+def test_matmul_flops_per_frame_counts_the_model():
+  """2 * multiply-adds per frame, from the config's sizes (defaults: P=64,
+  H=64, 2 layers, head 32, 2 outputs, embeddings 32 per 50-frame segment)."""
+  enc = lambda d: d * 64 + 64 * 256 + 64 * 256 + 2 * 64 * 256   # noqa: E731
+  head = 64 * 32 + 32 * 2
+  assert benchmark.matmul_flops_per_frame(benchmark.core_config("mono")) == 2 * (enc(88) + head)
+  assert benchmark.matmul_flops_per_frame(benchmark.core_config("joint")) == 2 * (
+      enc(88) + enc(168) + 2 * head)
+  assert benchmark.matmul_flops_per_frame(benchmark.core_config("emobed")) == pytest.approx(
+      2 * (enc(88) + enc(168) + 2 * head + 2 * 64 * 32 / 50))
 
 
 def test_jax_and_torch_agree_at_step_0_and_1():
   """emobed covers every loss term (target and aux CCC, shared head, triplet)."""
   pytest.importorskip("torch")
   setting, b, t = "emobed", 4, 100
-  rows = benchmark.train_rows(setting, b, t, ["jit:custom"], benchmark.TorchLocal("cpu"), ARGS)
+  rows = benchmark.train_rows(setting, b, t, ["jit:scan"], benchmark.TorchLocal("cpu"), ARGS)
   (row,) = rows
   assert row["loss0_jax"] == pytest.approx(row["loss0_torch"], rel=1e-4)
   assert row["loss1_jax"] == pytest.approx(row["loss1_torch"], rel=1e-4)
@@ -86,35 +184,10 @@ def test_eval_rows_agree_with_torch_in_its_own_process():
   pytest.importorskip("torch")
   torch_process = benchmark.TorchProcess(malloc=False, threads=1)
   try:
-    (row,) = benchmark.eval_rows(1, 30, ["jit:custom"], torch_process, ARGS)
+    (row,) = benchmark.eval_rows(1, 30, ["jit:scan"], torch_process, ARGS)
   finally:
     torch_process.close()
   assert not torch_process.proc.is_alive()
-  assert row["kind"] == "eval" and row["variant"] == "jit:custom"
+  assert row["kind"] == "eval" and row["variant"] == "jit:scan"
   assert row["max_abs_diff"] < 1e-4
   assert row["fps_jax"] > 0 and row["fps_torch"] > 0
-
-
-def test_cudnn_weight_packing_matches_the_project_lstm():
-  """The GPU variant's flat cuDNN weights, run by jax.experimental.rnn's
-  reference LSTM (CPU), give models.Recurrent's outputs."""
-  import jax.numpy as jnp
-  import numpy as np
-  from jax.experimental import rnn as jrnn
-  from emobed_jax import rnn_kernels
-  t, b, p, h = 6, 2, 5, 3
-  rs = np.random.RandomState(0)
-  x = jnp.asarray(rs.randn(b, t, p).astype(np.float32))
-  kernel = jnp.asarray(rs.randn(p, 4 * h).astype(np.float32))
-  bias = jnp.asarray(rs.randn(4 * h).astype(np.float32))
-  u = jnp.asarray(rs.randn(h, 4 * h).astype(np.float32))
-  w = benchmark.cudnn_weights(kernel, bias, u)
-  assert w.shape == (jrnn.get_num_params_in_lstm(p, h, 1, False),)
-  w_ih, w_hh, b_ih, b_hh = jrnn.unpack_lstm_weights(w, p, h, 1, False)
-  z = jnp.zeros((1, b, h))
-  y, _, _ = jrnn.lstm_ref(x, z, z, w_ih, w_hh, b_ih, b_hh, jnp.full((b,), t, jnp.int32),
-                          p, h, 1, 0.0, False)
-  want = rnn_kernels.lstm_scan_reference(jnp.swapaxes(x @ kernel + bias, 0, 1), u,
-                                         jnp.ones((t, b, 1)))
-  np.testing.assert_allclose(np.asarray(y), np.asarray(jnp.swapaxes(want, 0, 1)),
-                             rtol=1e-5, atol=1e-5)

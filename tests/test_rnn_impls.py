@@ -1,9 +1,9 @@
 """The LSTM implementations (scan, Pallas kernels, wavefront stack) agree.
 
 Every implementation is compared with an independent reference: the plain
-autodiff scan ``rnn_kernels.lstm_scan_reference(x @ kernel + bias, u, mask)``
-applied layer by layer (values and gradients), or a float64 numpy loop for
-the Pallas kernels themselves.  On CPU the Pallas kernels run in interpret
+autodiff LSTM ``lstm_reference.lstm_autodiff(x @ kernel + bias, u, mask)``
+(tests/lstm_reference.py) applied layer by layer (values and gradients), or
+a float64 numpy loop for the Pallas kernels themselves.  On CPU the Pallas kernels run in interpret
 mode (~1 s a call), so the shapes are tiny.
 """
 
@@ -15,8 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from emobed_jax import models, rnn_kernels, rnn_pallas, train
+from emobed_jax import lstm_cell, models, rnn_kernels, rnn_pallas, train
 from emobed_jax.config import RNN_IMPLS, ConfigError, ModelConfig, from_dict, to_dict
+from lstm_reference import lstm_layers_autodiff
 from tests_support import small_config, synthetic_batch
 
 H = 16   # the smallest hidden size the Pallas kernels support
@@ -55,9 +56,7 @@ def _stack_inputs(seed, t, b, p, h, num_layers, holes=()):
 
 
 def _reference(x, layers, mask):
-  for kernel, bias, u in layers:
-    x = rnn_kernels.lstm_scan_reference(x @ kernel + bias, u, mask)
-  return x
+  return lstm_layers_autodiff(x, layers, mask)
 
 
 def _layer_by_layer(impl):
@@ -97,9 +96,10 @@ def _sigmoid(z):
 
 
 def test_supported_hidden_sizes():
+  assert rnn_pallas.supported is lstm_cell.pallas_supports_hidden   # one definition
   for h in (16, 32, 64, 128, 256):
     assert rnn_pallas.supported(h), h
-  for h in (0, 1, 2, 8, 15, 24, 48, 96, 100):
+  for h in (0, 1, 2, 8, 15, 24, 48, 96, 100, -16, 16.0, "16", None):
     assert not rnn_pallas.supported(h), h
 
 
@@ -152,6 +152,10 @@ def test_cell_scan_rejects_unsupported_hidden_size():
   with pytest.raises(ValueError, match="hidden size 8"):
     rnn_pallas.cell_scan(xs, jnp.zeros((8, 32)), jnp.ones((3, 2, 1)), store=False,
                          interpret=True)
+  factors = [jnp.zeros((3, 2, 8))] * 6
+  with pytest.raises(ValueError, match="hidden size 8"):
+    rnn_pallas.cell_backward_loop(jnp.zeros((8, 32)), jnp.zeros((3, 2, 8)), factors,
+                                  jnp.zeros((3, 2, 1)), interpret=True)
 
 
 @pytest.mark.parametrize("t,b", [(8, 3), (6, 18)])
@@ -479,32 +483,19 @@ def test_a_run_resumes_with_another_rnn_impl(tmp_path):
   resumed with another (scan on a CPU); any other model change is refused.
   Configs written before rnn_impl existed (no such key) are accepted too."""
   import json
-  from emobed_jax import train, writers
-  from emobed_jax.config import RunConfig, to_dict
+  from emobed_jax import workdir, writers
+  from emobed_jax.config import RunConfig
   run = RunConfig().validate()
   gpu = dataclasses.replace(run, core=run.core.replace(model=dict(rnn_impl="pallas", unroll=8)))
   writers.write_json(tmp_path / "config.json", writers._jsonable(to_dict(gpu)))
-  train._check_same_run(tmp_path, run)            # scan/auto, unroll 1: same run
+  workdir.check_same_run(tmp_path, run)           # scan/auto, unroll 1: same run
   old = json.loads((tmp_path / "config.json").read_text())
   del old["core"]["model"]["rnn_impl"]            # a config from before rnn_impl
   (tmp_path / "config.json").write_text(json.dumps(old))
-  train._check_same_run(tmp_path, run)
+  workdir.check_same_run(tmp_path, run)
   other = dataclasses.replace(run, core=run.core.replace(model=dict(hidden=32)))
-  with pytest.raises(train.RunError, match="another config"):
-    train._check_same_run(tmp_path, other)
-
-
-def test_train_flag_choices_match_the_config():
-  """launch/train.py's --rnn_impl choices are config.RNN_IMPLS."""
-  import ast
-  from emobed_jax.config import RNN_IMPLS
-  src = (Path(__file__).resolve().parents[1] / "launch" / "train.py").read_text()
-  calls = [n for n in ast.walk(ast.parse(src)) if isinstance(n, ast.Call)
-           and getattr(n.func, "attr", "") == "DEFINE_enum" and n.args
-           and getattr(n.args[0], "value", None) == "rnn_impl"]
-  assert len(calls) == 1
-  assert calls[0].args[1].value == "auto"
-  assert tuple(ast.literal_eval(calls[0].args[2])) == RNN_IMPLS
+  with pytest.raises(workdir.RunError, match="another config"):
+    workdir.check_same_run(tmp_path, other)
 
 
 # ---------------------------------------------------------------------------
