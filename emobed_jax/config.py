@@ -20,6 +20,9 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+# (imports jax.numpy but creates no backend: XLA_FLAGS set afterwards still apply)
+from emobed_jax.lstm_cell import pallas_supports_hidden
+
 SETTINGS = ("mono", "joint", "crossmodal", "emobed")
 TASKS = ("regression", "classification")
 RNN_TYPES = ("lstm", "gru")
@@ -27,12 +30,6 @@ POOLINGS = ("mean", "attention")
 RNN_IMPLS = ("auto", "scan", "pallas", "wavefront")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 EVAL_SPLITS = ("dev", "train")
-
-
-def pallas_supports_hidden(hidden: int) -> bool:
-  """Whether the Pallas LSTM kernels take this hidden size (Triton: a power
-  of two >= 16)."""
-  return isinstance(hidden, int) and hidden >= 16 and hidden & (hidden - 1) == 0
 
 
 def option(default: Any, help: str, *, choices: tuple[str, ...] | None = None,
@@ -319,6 +316,9 @@ class RunConfig:
   log_every: int = option(10, "Steps between progress lines (train metrics are means "
                            "over these steps).", identity=False)
   eval_every_epochs: int = option(1, "Epochs between validations (model selection).")
+  skip_nonfinite: bool = option(False, "Skip (do not apply) a batch whose loss or gradient "
+                                "is NaN or inf, and count it in metrics.jsonl; without "
+                                "it such a batch stops the run.", identity=False)
 
   def validate(self) -> "RunConfig":
     self.core.validate()

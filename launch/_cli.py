@@ -22,7 +22,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO_ROOT]
 
 from absl import app, flags  # noqa: E402  (after the sys.path guard)
 
-from emobed_jax import config as C  # noqa: E402  (imports no JAX)
+from emobed_jax import config as C  # noqa: E402  (creates no JAX backend)
 
 
 def say(message: str, prefix: str = "") -> None:

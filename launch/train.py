@@ -17,6 +17,8 @@ a finished run is not redone. Errors are one "error: ..." line, exit 1
 from __future__ import annotations
 
 import os
+import signal
+import sys
 import time
 from pathlib import Path
 
@@ -24,7 +26,7 @@ import _cli  # noqa: F401  (first: the sys.path guard)
 from absl import flags, logging
 
 from emobed_datasets.errors import DataError
-from emobed_jax import config as C  # no JAX in these: --cpu_devices must come first
+from emobed_jax import config as C  # no JAX backend yet: --cpu_devices comes first
 from emobed_jax.hostenv import configure_malloc
 
 USAGE = """\
@@ -50,6 +52,11 @@ flags.DEFINE_bool("malloc_tuning", True, "Keep freed memory in the process (glib
 LAUNCHER = [("Launcher", ("workdir", "cpu_devices", "malloc_tuning"))]
 
 
+def skipped(info: dict) -> str:
+  n = info.get("skipped_nonfinite")
+  return "" if n is None else f" skipped {n} non-finite (total {info['skipped_nonfinite_total']})"
+
+
 def _reporter(terms: tuple[str, ...]):
   def report(kind: str, info: dict) -> None:
     if kind == "data":
@@ -58,6 +65,8 @@ def _reporter(terms: tuple[str, ...]):
                f"{info['steps_per_epoch']} steps/epoch, {info['total_steps']} steps on "
                f"{info['devices']} devices (ready in {info['seconds']:.1f} s); model "
                f"selection on {info['selection_split']}")
+    elif kind == "warning":
+      print(f"warning: {info['message']}", file=sys.stderr, flush=True)
     elif kind == "resume":
       _cli.say(f"resuming from step {info['step']} (best so far: step {info['best_step']})")
     elif kind == "train":
@@ -65,7 +74,8 @@ def _reporter(terms: tuple[str, ...]):
                        if t not in ("loss", "task_target", "grad_norm"))
       _cli.say(f"step {info['step']}/{info['total_steps']} epoch {info['epoch']:.1f} "
                f"loss {info['loss']:.4f} (target {info['task_target']:.4f}"
-               f"{' ' + parts if parts else ''}) {info['steps_per_second']:.1f} steps/s "
+               f"{' ' + parts if parts else ''})"
+               f"{skipped(info)} {info['steps_per_second']:.1f} steps/s "
                f"ETA {_cli.fmt_seconds(info['eta_seconds'])}")
     elif kind == "eval":
       dims = " ".join(f"{k} {v:.3f}" for k, v in info.items() if k.startswith("ccc_"))
@@ -78,6 +88,35 @@ def _reporter(terms: tuple[str, ...]):
       _cli.say(f"{what}: {r['setting']} {r['modality']} -> {r['eval_split']} "
                f"({r['ccc_granularity']}): {m}; best step {r['best_step']}")
   return report
+
+
+#: Exit status of a run stopped by SIGTERM/SIGINT after saving a checkpoint
+#: (sysexits.h EX_TEMPFAIL: "try again later"); the same command resumes.
+EXIT_INTERRUPTED = 75
+
+
+class _StopOnSignal:
+  """SIGTERM and SIGINT ask the run to stop: it saves a checkpoint before the
+  next step and exits with EXIT_INTERRUPTED.  A second signal stops at once."""
+
+  def __init__(self):
+    self.name = None
+    self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
+
+  def _handle(self, signum, frame):
+    if self.name is not None:  # the second one: do not wait for the checkpoint
+      self.restore()
+      signal.raise_signal(signum)
+    self.name = signal.Signals(signum).name
+    print(f"{self.name}: saving a checkpoint before the next step, then stopping "
+          "(send it again to stop at once)", file=sys.stderr, flush=True)
+
+  def __call__(self) -> bool:
+    return self.name is not None
+
+  def restore(self) -> None:
+    for s, h in self._old.items():
+      signal.signal(s, h)
 
 
 def default_workdir(cfg: C.RunConfig) -> Path:
@@ -106,7 +145,7 @@ def main(argv: list[str]) -> None:
                              + f" --xla_force_host_platform_device_count={cores}").strip()
   configure_malloc(FLAGS.malloc_tuning)  # before JAX starts its threads
   # JAX is imported only now, after XLA_FLAGS is final (one host device per core).
-  from emobed_jax.train import logged_terms, train_and_evaluate  # noqa: PLC0415
+  from emobed_jax.train import RunInterrupted, logged_terms, train_and_evaluate  # noqa: PLC0415
   from emobed_jax.workdir import RunError  # noqa: PLC0415
 
   workdir = Path(FLAGS.workdir) if FLAGS.workdir else default_workdir(cfg)
@@ -115,10 +154,17 @@ def main(argv: list[str]) -> None:
            f"{'' if setting == 'mono' else ', auxiliary ' + cfg.data.aux_modality}; "
            f"workdir {workdir}")
   start = time.perf_counter()
+  stop = _StopOnSignal()
   try:
-    train_and_evaluate(cfg, workdir, report=_reporter(logged_terms(cfg.core)))
+    train_and_evaluate(cfg, workdir, report=_reporter(logged_terms(cfg.core)),
+                       stop_requested=stop)
+  except RunInterrupted as e:
+    _cli.say(f"{stop.name}: {e} ({workdir})")
+    sys.exit(EXIT_INTERRUPTED)
   except (DataError, C.ConfigError, RunError, FloatingPointError) as e:
     _cli.fail(e)
+  finally:
+    stop.restore()
   _cli.say(f"results: {workdir / 'results.json'} (wall time "
            f"{time.perf_counter() - start:.0f} s)")
 
