@@ -170,6 +170,13 @@ def test_prepare_demo(tmp_path):
   assert recola.is_prepared(tfds_dir)
   example = recola.load_split(tfds_dir, "dev")[0]
   assert example["audio_arousal"].shape == (120, 88)
+  # The demo goes through recola.prepare, so it records its source too.
+  source = recola.prepared_source(tfds_dir)
+  assert source == recola.package_fingerprint(manual)
+  assert source["path"] == str(manual.resolve())
+  # 2 train + 1 dev: 2 gold each; 4 recordings x 2 sets x 2 variants.
+  assert source["num_files"] == 3 * 2 + 4 * 2 * 2
+  assert recola.check_source(tfds_dir, manual) == source
 
 
 def test_rejects_bad_arguments(tmp_path):

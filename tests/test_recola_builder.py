@@ -284,3 +284,277 @@ def test_missing_manual_dir_is_not_a_tfds_assertion(tmp_path):
   with pytest.raises(DataError) as info:
     recola.prepare(empty, tmp_path / "data")
   assert str(empty) in str(info.value)
+
+
+# ----------------------------------------------------------------------------
+# Cross-checks of the files of one recording (issue 12, item 4).
+
+
+def _rewrite_rows(path: Path, edit) -> None:
+  """Applies `edit(fields, frame)` to each data row (a list of strings)."""
+  lines = path.read_text().splitlines()
+  start = next(i for i, line in enumerate(lines) if line.lower() == "@data")
+  for frame, i in enumerate(range(start + 1, len(lines))):
+    fields = lines[i].split(",")
+    edit(fields, frame)
+    lines[i] = ",".join(fields)
+  path.write_text("\n".join(lines) + "\n")
+
+
+def _set_field(col: int, value: str, frames=None):
+  def edit(fields, frame):
+    if frames is None or frame in frames:
+      fields[col] = value
+  return edit
+
+
+def _shift_times(seconds: float):
+  def edit(fields, frame):
+    fields[1] = f"{float(fields[1]) + seconds:g}"
+  return edit
+
+
+def _drop_row(path: Path, frame: int) -> None:
+  lines = path.read_text().splitlines()
+  start = next(i for i, line in enumerate(lines) if line.lower() == "@data")
+  del lines[start + 1 + frame]
+  path.write_text("\n".join(lines) + "\n")
+
+
+# (id, edit(manual), offending file, line, other file named, fragments)
+CROSS_CASES = [
+    ("instance-name-of-another-recording",
+     lambda m: _rewrite_rows(m / AUDIO_A / "train_2.arff",
+                             _set_field(0, "train_3")),
+     AUDIO_A / "train_2.arff", 93, GOLD_A / "train_2.arff",
+     ("instance name 'train_3' at frame 0", "expected 'train_2'")),
+    ("instance-name-changes-mid-file",
+     lambda m: _rewrite_rows(m / GOLD_V / "dev_1.arff",
+                             _set_field(0, "dev_2", frames={17})),
+     GOLD_V / "dev_1.arff", 23, GOLD_A / "dev_1.arff",
+     ("'dev_2' at frame 17",)),
+    ("frame-times-shifted",
+     lambda m: _rewrite_rows(m / VIDEO_V / "dev_2.arff", _shift_times(0.02)),
+     VIDEO_V / "dev_2.arff", 173, GOLD_A / "dev_2.arff",
+     ("frame 0 at 0.02 s", "has 0 s", "within 5 ms")),
+    ("one-frame-time-wrong",
+     lambda m: _rewrite_rows(m / AUDIO_A / "test_1.arff",
+                             _set_field(1, "9.99", frames={30})),
+     AUDIO_A / "test_1.arff", 123, Path("features_audio/valence/test_1.arff"),
+     ("frame 30 at 9.99 s", "has 1.2 s")),
+    ("frame-missing-in-the-middle",
+     lambda m: _drop_row(m / GOLD_A / "train_1.arff", 10),
+     GOLD_A / "train_1.arff", 16, GOLD_V / "train_1.arff",
+     ("frame 10 at 0.44 s", "has 0.4 s")),
+    ("extra-frame-at-the-end",
+     lambda m: (m / AUDIO_A / "dev_1.arff").write_text(
+         (m / AUDIO_A / "dev_1.arff").read_text()
+         + (m / AUDIO_A / "dev_1.arff").read_text().splitlines()[-1]
+         .replace(",2.36,", ",2.4,") + "\n"),
+     AUDIO_A / "dev_1.arff", None, GOLD_A / "dev_1.arff",
+     ("61 frames, but", "has 60", "frame 60", "dev_1.arff:153)")),
+]
+
+
+@pytest.mark.parametrize(
+    "edit, offending, line, other, fragments",
+    [c[1:] for c in CROSS_CASES], ids=[c[0] for c in CROSS_CASES])
+def test_files_of_a_recording_are_cross_checked(corpus, tmp_path, edit,
+                                                offending, line, other,
+                                                fragments):
+  manual = _copy(corpus, tmp_path)
+  edit(manual)
+  data_dir = tmp_path / "data"
+  with pytest.raises(DataError) as info:
+    recola.prepare(manual, data_dir)
+  message = str(info.value)
+  assert "\n" not in message
+  where = f"{manual / offending}:{line}:" if line else f"{manual / offending}:"
+  assert message.startswith(where), message
+  assert str(manual / other) in message, message
+  for fragment in fragments:
+    assert fragment in message, message
+  assert not recola.is_prepared(data_dir)
+
+
+def _tables_for(texts: dict[str, str], tmp_path: Path):
+  tables = []
+  for name, text in texts.items():
+    path = tmp_path / name
+    path.write_text(text)
+    tables.append(read_arff(path))
+  return tables
+
+
+def test_cross_check_tolerances_and_opensmile_names(tmp_path):
+  head = ("@relation r\n@attribute {name} string\n@attribute frameTime numeric\n"
+          "@attribute v numeric\n@data\n")
+  texts = {
+      "gold.arff": head.format(name="Instance_name")
+      + "train_1,0,1\ntrain_1,0.04,2\n",
+      # 3 ms off, an extension on the name: both accepted.
+      "feat.arff": head.format(name="Instance_name")
+      + "train_1.wav,0.003,1\ntrain_1.wav,0.037,2\n",
+      # openSMILE output without -N: the placeholder carries no name.
+      "smile.arff": head.format(name="name") + "'unknown',0,1\n'unknown',0.04,2\n",
+  }
+  tables = _tables_for(texts, tmp_path)
+  assert recola.layout.check_recording_files("train_1", tables) == 2
+
+
+def test_cross_check_blames_the_odd_file_not_the_reference(tmp_path):
+  row = "x,{t},1\n"
+  head = ("@relation r\n@attribute frameTime numeric\n@attribute a string\n"
+          "@attribute v numeric\n@data\n").replace(
+              "@attribute frameTime numeric\n@attribute a string\n",
+              "@attribute a string\n@attribute frameTime numeric\n")
+  good = head + "".join(row.format(t=k * 0.04) for k in range(4))
+  odd = head + "".join(row.format(t=k * 0.04 + (0.1 if k == 2 else 0))
+                       for k in range(4))
+  tables = _tables_for({"odd.arff": odd, "a.arff": good, "b.arff": good},
+                       tmp_path)
+  with pytest.raises(DataError) as info:
+    recola.layout.check_recording_files("train_1", tables)
+  assert str(info.value).startswith(f"{tmp_path / 'odd.arff'}:8: frame 2")
+  assert f"{tmp_path / 'a.arff'}:8 has 0.08 s" in str(info.value)
+
+
+# ----------------------------------------------------------------------------
+# Provenance: the prepared copy records the package it was built from.
+
+
+def test_prepared_copy_records_its_source(prepared, corpus):
+  source = recola.prepared_source(prepared)
+  assert source == recola.package_fingerprint(corpus)
+  assert source["path"] == str(corpus.resolve())
+  assert source["fingerprint"].startswith("sha256:")
+  assert len(source["fingerprint"]) == len("sha256:") + 64
+  # 3 train + 2 dev recordings with 2 gold files; 6 recordings x 2 sets x 2.
+  assert source["num_files"] == 5 * 2 + 6 * 2 * 2
+  metadata = recola.prepared_path(prepared) / "metadata.json"
+  assert '"fingerprint"' in metadata.read_text()
+  builder = recola.prepare(None, prepared)
+  assert builder.info.metadata[recola.SOURCE_METADATA_KEY] == source
+
+
+def test_fingerprint_is_names_and_sizes_only(corpus, tmp_path):
+  base = recola.package_fingerprint(corpus)
+  manual = _copy(corpus, tmp_path)
+  moved = recola.package_fingerprint(manual)
+  assert moved["fingerprint"] == base["fingerprint"]
+  assert moved["path"] != base["path"]
+  # Files the build does not read do not count.
+  (manual / "README.txt").write_text("notes")
+  (manual / "ratings_individual").mkdir()
+  (manual / "ratings_individual" / "x.csv").write_text("1;2")
+  (manual / GOLD_A / ".hidden.arff").write_text("x")
+  assert recola.package_fingerprint(manual)["fingerprint"] == base["fingerprint"]
+  # A resized file does.
+  path = manual / AUDIO_A / "train_1.arff"
+  path.write_text(path.read_text() + "\n")
+  assert recola.package_fingerprint(manual)["fingerprint"] != base["fingerprint"]
+
+
+def test_check_source_accepts_the_same_package(prepared, corpus):
+  assert recola.check_source(prepared, corpus) == recola.prepared_source(
+      prepared)
+
+
+def test_check_source_accepts_a_moved_package(prepared, corpus, tmp_path):
+  moved = _copy(corpus, tmp_path)
+  assert recola.check_source(prepared, moved)["path"] == str(corpus.resolve())
+
+
+def _check_refused(prepared: Path, corpus: Path, given: Path, *fragments: str):
+  with pytest.raises(DataError) as info:
+    recola.check_source(prepared, given)
+  message = str(info.value)
+  assert "\n" not in message
+  assert message.startswith(
+      f"prepared data at {recola.prepared_path(prepared)} was built from "
+      f"{corpus.resolve()} (fingerprint sha256:"), message
+  assert f"not {given}" in message, message
+  assert (f"rerun `python launch/prepare_data.py --dataset=recola "
+          f"--manual_dir={given} --data_dir={prepared} --overwrite` or drop "
+          "--manual_dir") in message, message
+  for fragment in fragments:
+    assert fragment in message, message
+
+
+# (id, make(tmp_path, copy of the corpus) -> the manual_dir given, fragments)
+SOURCE_CASES = [
+    ("missing-folder", lambda t, m: t / "no" / "such" / "package",
+     ("(folder not found)",)),
+    ("a-file-not-a-folder",
+     lambda t, m: (t / "file.txt").write_text("x") and t / "file.txt",
+     ("(not a folder)",)),
+    ("removed-dev-recording",
+     lambda t, m: ([_remove(p) for p in m.rglob("dev_2.arff")], m)[1],
+     ("files)",)),
+    ("removed-one-dev-file",
+     lambda t, m: (_remove(m / GOLD_V / "dev_1.arff"), m)[1], ("files)",)),
+    ("added-train-recording",
+     lambda t, m: ([shutil.copy(p, p.with_name("train_4.arff"))
+                    for p in list(m.rglob("train_3.arff"))], m)[1],
+     ("files)",)),
+    ("resized-feature-file",
+     lambda t, m: ((m / VIDEO_V / "test_1.arff").write_text(
+         (m / VIDEO_V / "test_1.arff").read_text() + "%\n"), m)[1],
+     ("files)",)),
+    ("another-package", lambda t, m: demo.write_demo_corpus(
+        t / "other", seed=4, feature_sets=("audio",), **SIZES),
+     ("files)",)),
+    ("empty-folder", lambda t, m: (t / "empty").mkdir() or t / "empty",
+     ("0 files)",)),
+]
+
+
+@pytest.mark.parametrize("make, fragments", [c[1:] for c in SOURCE_CASES],
+                         ids=[c[0] for c in SOURCE_CASES])
+def test_check_source_refuses_a_different_package(prepared, corpus, tmp_path,
+                                                  make, fragments):
+  given = make(tmp_path, _copy(corpus, tmp_path))
+  _check_refused(prepared, corpus, given, *fragments)
+
+
+def test_check_source_on_a_copy_without_a_record(corpus, tmp_path):
+  data_dir = tmp_path / "data"
+  recola.prepare(corpus, data_dir)
+  metadata = recola.prepared_path(data_dir) / "metadata.json"
+  import json
+  content = json.loads(metadata.read_text())
+  del content[recola.SOURCE_METADATA_KEY]
+  metadata.write_text(json.dumps(content))
+  assert recola.prepared_source(data_dir) is None
+  with pytest.raises(DataError) as info:
+    recola.check_source(data_dir, corpus)
+  message = str(info.value)
+  assert "unrecorded package" in message and f"not {corpus}" in message
+  assert "--overwrite" in message
+  recola.prepare(corpus, data_dir, overwrite=True)
+  assert recola.check_source(data_dir, corpus)["num_files"] == 34
+
+
+def test_source_of_nothing_prepared(tmp_path):
+  with pytest.raises(DataError) as info:
+    recola.prepared_source(tmp_path)
+  assert str(recola.prepared_path(tmp_path)) in str(info.value)
+  with pytest.raises(DataError):
+    recola.check_source(tmp_path, tmp_path)
+  with pytest.raises(DataError) as info:
+    recola.package_fingerprint(tmp_path / "nope")
+  assert str(tmp_path / "nope") in str(info.value)
+
+
+def test_overwrite_replaces_the_record(corpus, tmp_path):
+  data_dir = tmp_path / "data"
+  recola.prepare(corpus, data_dir)
+  changed = _copy(corpus, tmp_path)
+  for path in changed.rglob("dev_2.arff"):
+    path.unlink()
+  with pytest.raises(DataError):
+    recola.check_source(data_dir, changed)
+  recola.prepare(changed, data_dir, overwrite=True)
+  assert recola.check_source(data_dir, changed)["path"] == str(changed.resolve())
+  with pytest.raises(DataError):
+    recola.check_source(data_dir, corpus)

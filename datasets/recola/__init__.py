@@ -6,6 +6,8 @@ Importing this package registers the TFDS builder ``recola``.
     builder = recola.prepare(manual_dir, data_dir)     # once; no-op after
     train = recola.load_split(data_dir, "train")        # random access
     recola.available_feature_sets(train)                # ('audio', ...)
+    recola.prepared_source(data_dir)                    # {'path': ..., ...}
+    recola.check_source(data_dir, manual_dir)           # DataError if changed
     train[0]["audio_arousal"].shape                     # (frames, 88)
 """
 
@@ -24,6 +26,12 @@ from emobed_datasets.recola.recola_dataset_builder import (
     FEATURE_SETS_METADATA_KEY,
     Builder,
 )
+from emobed_datasets.recola.source import (
+    SOURCE_METADATA_KEY,
+    check_source,
+    package_fingerprint,
+    prepared_source,
+)
 from emobed_datasets.recola.prepare import (
     available_feature_sets,
     is_prepared,
@@ -40,6 +48,8 @@ FEATURE_KEYS: tuple[str, ...] = tuple(
 __all__ = [
     "Builder", "DIMENSIONS", "FEATURE_KEYS", "FEATURE_SETS",
     "FEATURE_SETS_METADATA_KEY", "LABELED_SPLITS", "Layout", "SPLITS",
-    "VARIANTS", "available_feature_sets", "check_layout", "feature_key",
-    "is_prepared", "load_split", "prepare", "prepared_path", "read_recording",
+    "SOURCE_METADATA_KEY", "VARIANTS", "available_feature_sets",
+    "check_layout", "check_source", "feature_key", "is_prepared",
+    "load_split", "package_fingerprint", "prepare", "prepared_path",
+    "prepared_source", "read_recording",
 ]

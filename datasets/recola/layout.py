@@ -3,7 +3,9 @@
 `check_layout` inspects a manual_dir without parsing any ARFF file and raises
 `DataError` (naming the path and what was expected) for anything that would
 make the TFDS build fail or produce an inconsistent dataset.  `read_recording`
-reads every file of one recording and checks that their row counts agree.
+reads every file of one recording and cross-checks them
+(`check_recording_files`: row counts, instance names against the file name,
+frame times within a few milliseconds).
 
 The package holds, at its root (see docs/DATA.md)::
 
@@ -28,14 +30,15 @@ from pathlib import Path
 
 import numpy as np
 
-from emobed_datasets.arff import read_arff
+from emobed_datasets.arff import ArffTable, read_arff
 from emobed_datasets.common import RECOLA_FEATURE_SETS
 from emobed_datasets.errors import DataError
 
 __all__ = [
     "FEATURE_SETS", "VARIANTS", "DIMENSIONS", "SPLITS", "LABELED_SPLITS",
     "GOLD_FOLDER", "GOLD_ATTRIBUTE", "Layout", "check_layout",
-    "read_recording", "feature_key",
+    "read_recording", "check_recording_files", "feature_key",
+    "FRAME_TIME_TOLERANCE_S",
 ]
 
 #: Feature set name -> (folder in the package, number of dimensions).
@@ -49,7 +52,9 @@ LABELED_SPLITS: tuple[str, ...] = ("train", "dev")
 GOLD_FOLDER = "ratings_gold_standard"
 GOLD_ATTRIBUTE = "GoldStandard"
 
-_FILE_RE = re.compile(r"^(train|dev|test)_([0-9]+)\.arff$")
+#: Names of the package's ARFF files: ``<split>_<n>.arff``.
+FILE_RE = re.compile(r"^(train|dev|test)_([0-9]+)\.arff$")
+_FILE_RE = FILE_RE
 
 
 def feature_key(feature_set: str, variant: str) -> str:
@@ -202,7 +207,7 @@ def _list_recordings(folder: Path, what: str) -> dict[str, Path]:
 
 
 def read_recording(layout: Layout, recording: str) -> dict[str, object]:
-  """Reads every file of one recording into one example.
+  """Reads every file of one recording into one example, cross-checked.
 
   Returns:
     A dict with, for every feature set ``s`` and variant ``v``,
@@ -212,12 +217,13 @@ def read_recording(layout: Layout, recording: str) -> dict[str, object]:
     ``'num_frames'``: int.
 
   Raises:
-    DataError: a file is malformed, has the wrong number of attributes, no
-      rows, or a row count that differs from another file of the recording.
+    DataError: a file is malformed, has the wrong number of attributes or no
+      rows, or disagrees with the other files of the recording (see
+      `check_recording_files`); the message names the file(s) and line.
   """
   labelled = recording.split("_")[0] in LABELED_SPLITS
   example: dict[str, object] = {}
-  row_counts: list[tuple[Path, int]] = []
+  tables: list[ArffTable] = []
 
   for dimension in DIMENSIONS:
     if labelled:
@@ -228,7 +234,7 @@ def read_recording(layout: Layout, recording: str) -> dict[str, object]:
             f"no numeric attribute {GOLD_ATTRIBUTE!r}, expected a gold "
             f"standard file (found {', '.join(table.names) or 'none'})",
             path=path)
-      row_counts.append((path, table.num_rows))
+      tables.append(table)
       example[dimension] = np.ascontiguousarray(
           table.data[:, table.names.index(GOLD_ATTRIBUTE)])
     else:
@@ -242,32 +248,129 @@ def read_recording(layout: Layout, recording: str) -> dict[str, object]:
         continue
       path = layout.feature_path(name, variant, recording)
       table = read_arff(path, expected_numeric=dim)
-      row_counts.append((path, table.num_rows))
+      tables.append(table)
       example[key] = table.data
 
   example["has_labels"] = labelled
   example["recording"] = recording
-  example["num_frames"] = _common_row_count(recording, row_counts)
+  example["num_frames"] = check_recording_files(recording, tables)
   return example
 
 
-def _common_row_count(recording: str, row_counts: list[tuple[Path, int]]) -> int:
-  """The row count shared by all files; DataError naming an odd one out.
+#: Frame times of the files of one recording may differ by this much (s).
+FRAME_TIME_TOLERANCE_S = 0.005
+#: openSMILE's instance name when none is given (``-N``): carries no name.
+_NO_INSTANCE_NAME = "unknown"
 
-  The odd file is judged against the most common count (ties: the first
-  file's), so a single truncated file is the one that gets named.
+
+def check_recording_files(recording: str, tables: list[ArffTable]) -> int:
+  """Cross-checks the files of one recording; returns their common row count.
+
+  Checks, in this order:
+
+  1. every file has at least one row;
+  2. where a file has instance names (``Instance_name``, or openSMILE's
+     ``name``), every row's name is the recording id, i.e. the file name
+     without ``.arff`` (a name with an extension such as ``train_1.wav`` also
+     matches; openSMILE's placeholder ``unknown`` counts as no name);
+  3. where two files have frame times, they agree within
+     `FRAME_TIME_TOLERANCE_S` on every frame that both have;
+  4. all files have the same number of rows.
+
+  The reference for 3 is, among the files with the most common row count,
+  the one whose frame times agree with the most other files; for 4 it is the
+  first file with the most common row count (ties: the first file).  So a
+  single truncated or shifted file is the one blamed, wherever it is.
+
+  Args:
+    recording: the recording id, e.g. ``'train_3'``.
+    tables: the parsed files of the recording (gold standards first).
+
+  Returns:
+    The common number of rows (frames).
+
+  Raises:
+    DataError: one line naming the offending file and line, the reference
+      file (and its line) and the first differing frame.
   """
-  for path, rows in row_counts:
-    if rows == 0:
+  for table in tables:
+    if table.num_rows == 0:
       raise DataError("no data rows, expected one row per 40 ms frame",
-                      path=path)
-  counts = [rows for _, rows in row_counts]
+                      path=table.path)
+  for table in tables:
+    _check_instance_names(recording, table, tables)
+
+  counts = [table.num_rows for table in tables]
   common = max(counts, key=lambda c: (counts.count(c), -counts.index(c)))
-  reference = next(path for path, rows in row_counts if rows == common)
-  for path, rows in row_counts:
+  timed = [t for t in tables if t.frame_time is not None]
+  if len(timed) > 1:
+    reference = _time_reference(timed, common)
+    for table in timed:
+      if table is not reference:
+        _check_frame_times(recording, table, reference)
+
+  reference = next(t for t in tables if t.num_rows == common)
+  for table in tables:
+    rows = table.num_rows
     if rows != common:
+      longer = reference if common > rows else table
+      first = min(rows, common)
       raise DataError(
-          f"{rows} frames, but {reference} has {common}; expected every file "
-          f"of recording {recording} to have the same number of rows",
-          path=path)
+          f"{rows} frames, but {reference.path} has {common}: frame {first} "
+          f"({longer.path}:{int(longer.data_line_numbers[first])}) is the "
+          f"first without a counterpart; expected every file of recording "
+          f"{recording} to have the same number of rows",
+          path=table.path)
   return common
+
+
+def _check_instance_names(recording: str, table: ArffTable,
+                          tables: list[ArffTable]) -> None:
+  names = table.instance_names
+  if names is None or set(names) <= {recording, _NO_INSTANCE_NAME}:
+    return
+  for frame, name in enumerate(names):
+    if name == recording or name == _NO_INSTANCE_NAME:
+      continue
+    if Path(name.replace("\\", "/")).stem == recording:
+      continue
+    agreeing = [t.path for t in tables if t is not table
+                and t.instance_names is not None
+                and t.instance_names[0] == recording]
+    also = f", as in {agreeing[0]}" if agreeing else ""
+    raise DataError(
+        f"instance name {name!r} at frame {frame}, expected {recording!r} "
+        f"(the file name{also}); is this file from another recording?",
+        path=table.path, line=int(table.data_line_numbers[frame]))
+
+
+def _times_agree(a: ArffTable, b: ArffTable) -> bool:
+  n = min(a.num_rows, b.num_rows)
+  return bool(np.all(np.abs(a.frame_time[:n] - b.frame_time[:n])
+                     <= FRAME_TIME_TOLERANCE_S))
+
+
+def _time_reference(timed: list[ArffTable], common: int) -> ArffTable:
+  """The file with frame times that most others agree with (see above)."""
+  candidates = [t for t in timed if t.num_rows == common] or timed
+  scores = [sum(_times_agree(c, t) for t in timed if t is not c)
+            for c in candidates]
+  return candidates[scores.index(max(scores))]
+
+
+def _check_frame_times(recording: str, table: ArffTable,
+                       reference: ArffTable) -> None:
+  n = min(table.num_rows, reference.num_rows)
+  mine = table.frame_time[:n]
+  theirs = reference.frame_time[:n]
+  off = np.flatnonzero(np.abs(mine - theirs) > FRAME_TIME_TOLERANCE_S)
+  if off.size == 0:
+    return
+  frame = int(off[0])
+  raise DataError(
+      f"frame {frame} at {mine[frame]:.6g} s, but "
+      f"{reference.path}:{int(reference.data_line_numbers[frame])} has "
+      f"{theirs[frame]:.6g} s; expected the same frame times (within "
+      f"{FRAME_TIME_TOLERANCE_S * 1000:g} ms) in every file of recording "
+      f"{recording}", path=table.path,
+      line=int(table.data_line_numbers[frame]))

@@ -17,6 +17,13 @@ Idempotency and atomicity (checked against tensorflow-datasets 4.9.10):
   reader ever looks at them.
 * To rebuild after the package changed, pass ``overwrite=True`` (the old
   version folder is deleted first) or delete ``<data_dir>/recola/1.0.0``.
+* Provenance: the build records the package it read (resolved path and a
+  fingerprint of its file names and sizes) in ``metadata.json`` under
+  ``'source'``, inside the temporary folder, so it is renamed with the rest.
+  `prepared_source` reads it back and `check_source` compares it with a given
+  manual_dir.  `prepare` itself does not compare: on an existing copy it
+  returns at once whatever `manual_dir` is (callers that were given a
+  manual_dir call `check_source` first).
 """
 
 from __future__ import annotations
@@ -74,7 +81,9 @@ def prepare(
       line tools); by default they are silenced.
 
   Returns:
-    The builder, ready for `Builder.as_data_source`.
+    The builder, ready for `Builder.as_data_source`; its
+    ``info.metadata['source']`` records the package it was built from (see
+    `emobed_datasets.recola.source`).
 
   Raises:
     DataError: the package is missing, incomplete or malformed (the message

@@ -12,7 +12,9 @@ set of the package, both window variants, and the gold standard labels::
     num_frames       int32                rows of every file of the recording
 
 The present feature sets are stored in the dataset metadata under the key
-``'feature_sets'`` (see `available_feature_sets`).  Examples keep the order of
+``'feature_sets'`` (see `available_feature_sets`), and the package the copy
+was built from under ``'source'`` (resolved path, fingerprint of file names
+and sizes; see `emobed_datasets.recola.source`).  Examples keep the order of
 the recordings (``disable_shuffling``), stored as array_record for random
 access without TensorFlow.
 """
@@ -23,6 +25,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from emobed_datasets.recola import layout as layout_lib
+from emobed_datasets.recola import source as source_lib
 
 __all__ = ["Builder", "FEATURE_SETS_METADATA_KEY"]
 
@@ -105,6 +108,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     layout = layout_lib.check_layout(dl_manager.manual_dir)
+    # Fingerprinted before any file is read; lands in metadata.json of the
+    # temporary build folder, renamed with it when the build completes.
+    self.info.metadata[source_lib.SOURCE_METADATA_KEY] = (
+        source_lib.package_fingerprint(layout.manual_dir))
     self.info.metadata[FEATURE_SETS_METADATA_KEY] = list(layout.feature_sets)
     self.info.metadata["feature_dims"] = {
         name: dim for name, (_, dim) in layout_lib.FEATURE_SETS.items()}
