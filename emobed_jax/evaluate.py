@@ -26,7 +26,7 @@ def dims_metrics(values: Any, dims: Sequence[str]) -> dict[str, float]:
 
 def evaluate_recordings(p_eval: Callable, params: Any, recordings: Sequence[Any],
                         full_labels: Mapping[str, np.ndarray], data_cfg: DataConfig,
-                        num_devices: int) -> dict[str, Any]:
+                        num_devices: int, where: str = "") -> dict[str, Any]:
   """CCC of the target branch on whole recordings, both granularities.
 
   Args:
@@ -39,6 +39,7 @@ def evaluate_recordings(p_eval: Callable, params: Any, recordings: Sequence[Any]
       rate (40 ms frames for RECOLA); predictions are upsampled to ``N``.
     data_cfg: gives ``dimensions`` (names of the D outputs) and ``frame_step``.
     num_devices: local devices ``p_eval`` maps over.
+    where: what is evaluated, for the error message (e.g. ``"step 40"``).
 
   Returns:
     ``{"concatenated": {...}, "per_recording_mean": {...}, "per_recording":
@@ -46,10 +47,17 @@ def evaluate_recordings(p_eval: Callable, params: Any, recordings: Sequence[Any]
 
   Raises:
     KeyError: a recording has no entry in ``full_labels``.
+    FloatingPointError: a prediction on a real frame is NaN or inf (names
+      the recording and ``where``).
   """
   arrays = input_pipeline.eval_arrays(recordings, num_devices)
   preds = np.asarray(p_eval(params, arrays["target"], arrays["mask"]))
   preds = preds.reshape((-1,) + preds.shape[2:])
+  for i, rec in enumerate(recordings):
+    if not np.all(np.isfinite(preds[i, :rec.num_frames])):
+      raise FloatingPointError(
+          f"the predictions for recording {rec.name} became NaN or inf"
+          f"{' at ' + where if where else ''}; try a lower --learning_rate or --clip_norm")
   by_name = {}
   for i, rec in enumerate(recordings):
     y = full_labels[rec.name]
@@ -84,5 +92,6 @@ def results_record(config: Any, final: Mapping[str, Any], *, selection_split: st
                     "best_val_ccc_mean": best_meta["best_score"]},
       "train_seconds": latest_meta.get("train_seconds"),
       "steps_per_second": latest_meta.get("steps_per_second"),
+      "skipped_nonfinite": latest_meta.get("skipped_nonfinite", 0),
       "total_steps": total_steps, "devices": devices, "processes": processes,
   }

@@ -47,9 +47,12 @@ def concordance(mean_x, mean_y, var_x, var_y, cov, xp: Any = jnp):
   ``ccc = 2 cov / (var_x + var_y + (mean_x - mean_y)^2)`` from *population*
   moments (ddof=0): Lin's concordance correlation coefficient (L. I. Lin,
   "A concordance correlation coefficient to evaluate reproducibility",
-  Biometrics 45(1):255-268, 1989, estimated with population moments).  Degenerate case: when the denominator is not above
+  Biometrics 45(1):255-268, 1989, estimated with population moments).
+  Degenerate case: when the denominator is finite and not above
   :data:`CCC_EPS` (both sequences constant and equal) no concordance can be
   measured and the CCC is defined as 0; the gradient there is 0 as well.
+  A NaN or inf moment (a NaN or inf in the data) gives NaN: a diverged
+  model never looks like an ordinary "CCC 0".
 
   Args:
     mean_x, mean_y: means of the two sequences.
@@ -69,7 +72,10 @@ def concordance(mean_x, mean_y, var_x, var_y, cov, xp: Any = jnp):
   denom = var_x + var_y + (mean_x - mean_y) ** 2
   ok = denom > CCC_EPS
   safe = xp.where(ok, denom, 1.0)
-  return xp.where(ok, 2.0 * cov / safe, 0.0)
+  # Only a finite denominator at or below CCC_EPS is the degenerate case; a
+  # NaN or inf one (a NaN/inf input) gives NaN, never an ordinary number.
+  degenerate = denom <= CCC_EPS
+  return xp.where(degenerate, 0.0, xp.where(xp.isfinite(denom), 2.0 * cov / safe, xp.nan))
 
 
 def _check_mask(mask, shape: tuple[int, ...], name: str = "mask"):

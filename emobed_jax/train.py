@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -208,7 +209,8 @@ def compute_losses(params, batch, rng, *, model: EmoBed, config: CoreConfig,
 
 
 def train_step(state: TrainState, batch, rng, *, model: EmoBed, config: CoreConfig,
-               bin_edges=None, axis_name: str | None = None, class_weights=None):
+               bin_edges=None, axis_name: str | None = None, class_weights=None,
+               skip_nonfinite: bool = False):
   """One optimisation step on the global batch.
 
   Args:
@@ -219,6 +221,9 @@ def train_step(state: TrainState, batch, rng, *, model: EmoBed, config: CoreConf
       uninterrupted one.
     model, config, bin_edges, class_weights: see :func:`compute_losses`.
     axis_name: the pmap axis (gradients are ``pmean``'d over it), or None.
+    skip_nonfinite: when the loss or the gradient norm is NaN or inf, keep
+      the parameters and optimiser state (the step counter still advances,
+      so the data order is unchanged); without it they are updated as is.
 
   Returns:
     ``(new_state, StepMetrics)``; every metric is a float32 scalar of the
@@ -239,9 +244,15 @@ def train_step(state: TrainState, batch, rng, *, model: EmoBed, config: CoreConf
     # Losses are global (psum'd inside); the mean of the per-device
     # gradients over the 'batch' axis is the global gradient.
     grads = jax.lax.pmean(grads, axis_name)
+  grad_norm = optax.tree.norm(grads)
   new_state = state.apply_gradients(grads=grads)
+  if skip_nonfinite:
+    ok = jnp.isfinite(total) & jnp.isfinite(grad_norm)
+    keep = functools.partial(jax.tree_util.tree_map, lambda new, old: jnp.where(ok, new, old))
+    new_state = new_state.replace(params=keep(new_state.params, state.params),
+                                  opt_state=keep(new_state.opt_state, state.opt_state))
   metrics = StepMetrics(loss=total, task_target=lt, task_aux=la, triplet=ltri,
-                        grad_norm=optax.tree.norm(grads))
+                        grad_norm=grad_norm)
   return new_state, metrics
 
 
@@ -262,7 +273,8 @@ def eval_step(params, target, mask, *, model: EmoBed):
 
 
 def bound_train_step(model: EmoBed, config: CoreConfig, bin_edges=None,
-                     axis_name: str | None = None, class_weights=None):
+                     axis_name: str | None = None, class_weights=None,
+                     skip_nonfinite: bool = False):
   """``train_step`` with its dependencies bound (keyword-only, Scenic style)."""
   if config.task.parts["triplet"] and config.task.task == "regression" and bin_edges is None:
     raise ValueError("bin_edges: settings with a triplet loss on continuous "
@@ -270,7 +282,8 @@ def bound_train_step(model: EmoBed, config: CoreConfig, bin_edges=None,
   edges = None if bin_edges is None else jnp.asarray(bin_edges, jnp.float32)
   cw = None if class_weights is None else jnp.asarray(class_weights, jnp.float32)
   return functools.partial(train_step, model=model, config=config, bin_edges=edges,
-                           axis_name=axis_name, class_weights=cw)
+                           axis_name=axis_name, class_weights=cw,
+                           skip_nonfinite=skip_nonfinite)
 
 
 # ---------------------------------------------------------------------------
@@ -278,21 +291,62 @@ def bound_train_step(model: EmoBed, config: CoreConfig, bin_edges=None,
 
 Report = Callable[[str, dict], None]
 
-#: Train metrics of every step, and the loss terms each setting has.
-_TERMS = {"aux": "task_aux", "triplet": "triplet"}
+#: Loss terms of StepMetrics, and the setting part each optional one needs.
+_TERMS = ("loss", "task_target", "task_aux", "triplet")
+_OPTIONAL = {"task_aux": "aux", "triplet": "triplet"}
+
+
+class RunInterrupted(Exception):
+  """The run was asked to stop (``stop_requested``); it saved a checkpoint at
+  ``step`` and the same command resumes from there."""
+
+  def __init__(self, step: int):
+    super().__init__(f"stopped at step {step}; the same command resumes from there")
+    self.step = step
 
 
 def logged_terms(config: CoreConfig) -> tuple[str, ...]:
   """Names of the :class:`StepMetrics` a setting logs: its loss terms only
   (``mono`` has no ``task_aux`` or ``triplet``), then ``grad_norm``."""
   parts = config.task.parts
-  return ("loss", "task_target") + tuple(t for p, t in _TERMS.items() if parts[p]) + (
-      "grad_norm",)
+  return tuple(t for t in _TERMS if parts.get(_OPTIONAL.get(t, ""), True)) + ("grad_norm",)
+
+
+@struct.dataclass
+class _Interval:
+  """Train metrics accumulated on the device between two log lines."""
+  sums: StepMetrics          # over the steps whose values were all finite
+  finite: jax.Array          # int32: such steps
+  nonfinite: jax.Array       # int32: the others
+  first_bad: jax.Array       # int32: the first step (1-based) with a non-finite value, or -1
+  bad_terms: jax.Array       # bool [5]: which of loss, task_*, triplet, grad_norm it was
+
+  @staticmethod
+  def empty() -> "_Interval":
+    z = jnp.zeros((), jnp.float32)
+    return _Interval(StepMetrics(z, z, z, z, z), jnp.int32(0), jnp.int32(0), jnp.int32(-1),
+                     jnp.zeros((5,), bool))
 
 
 @jax.jit
-def _accumulate(total: StepMetrics, m: StepMetrics) -> StepMetrics:
-  return jax.tree_util.tree_map(jnp.add, total, m)
+def _accumulate(acc: _Interval, m: StepMetrics, done) -> _Interval:
+  values = jnp.stack([m.loss, m.task_target, m.task_aux, m.triplet, m.grad_norm])
+  bad = ~jnp.isfinite(values)
+  ok = ~jnp.any(bad)
+  first = (acc.first_bad < 0) & ~ok
+  return _Interval(
+      jax.tree_util.tree_map(lambda s, v: s + jnp.where(ok, v, 0.0), acc.sums, m),
+      acc.finite + ok, acc.nonfinite + ~ok, jnp.where(first, done, acc.first_bad),
+      jnp.where(first, bad, acc.bad_terms))
+
+
+def _nonfinite_error(acc: dict[str, Any], terms: tuple[str, ...]) -> FloatingPointError:
+  names = [n for n, b in zip(_TERMS + ("grad_norm",), acc["bad_terms"]) if b and n in terms]
+  return FloatingPointError(
+      f"the training loss became non-finite at step {int(acc['first_bad'])} "
+      f"({', '.join(names) or 'loss'} NaN or inf); nothing after the last finite checkpoint "
+      "was saved; try a lower --learning_rate or --clip_norm, or --skip_nonfinite to skip "
+      "such batches")
 
 
 class _Rate:
@@ -318,10 +372,15 @@ class _Rate:
 def _train_loop(st: TrainState, batches, rng, *, config: RunConfig, data: run_data.RunData,
                 p_step: Callable, p_eval: Callable, ckpt: checkpoint.Checkpointer,
                 log: wd.MetricsLog, report: Report, steps_per_epoch: int,
-                meta: dict[str, Any]) -> None:
-  """Steps from ``st.step`` to the end: train metrics averaged over each log
-  interval (summed on device), validation and one checkpoint every
-  ``eval_every_epochs`` epochs and at the last step."""
+                meta: dict[str, Any], stop_requested: Callable[[], bool]) -> None:
+  """Steps from ``st.step`` to the end.
+
+  Train metrics are means over each log interval (summed on device); loss
+  and gradient norm are checked for NaN/inf at every log line and before
+  every save (no host sync per step).  Validation and one checkpoint every
+  ``eval_every_epochs`` epochs and at the last step; a checkpoint without
+  validation when ``stop_requested()`` turns true (then RunInterrupted).
+  """
   spe, total_steps = steps_per_epoch, steps_per_epoch * config.epochs
   core = config.core
   terms = logged_terms(core)
@@ -329,71 +388,105 @@ def _train_loop(st: TrainState, batches, rng, *, config: RunConfig, data: run_da
   rate = _Rate()
   start_step = int(st.step)
   segment_start = time.perf_counter()
-  total, count = None, 0
+  acc = _Interval.empty()
+  skipped_total = int(meta.get("skipped_nonfinite", 0))
+
+  def healthy() -> dict[str, Any]:
+    """The interval so far, on the host; raises on a non-finite step
+    unless --skip_nonfinite."""
+    got = jax.device_get(acc)
+    if int(got.first_bad) >= 0 and not config.skip_nonfinite:
+      raise _nonfinite_error(dataclasses.asdict(got), terms)
+    return got
+
+  def save(done: int, score: float | None) -> None:
+    nonlocal segment_start
+    now = time.perf_counter()
+    meta["train_seconds"] = meta.get("train_seconds", 0.0) + now - segment_start
+    meta["steps_per_second"] = rate.value
+    meta["skipped_nonfinite"] = skipped_total + int(healthy().nonfinite)
+    segment_start = now
+    ckpt.save(done, st, dict(meta), score)
+
   for step in range(start_step, total_steps):
+    if stop_requested():
+      if step not in ckpt.all_steps():  # else: resumed from it, nothing new
+        save(step, None)
+      ckpt.wait()
+      raise RunInterrupted(step)
     batch = batches[step]
     if step == start_step:
       check_batch(batch, core)
     st, m = p_step(st, parallel.shard_batch(batch, num_devices), rng)
     rate.tick(m.loss)
-    total, count = (m if total is None else _accumulate(total, m)), count + 1
     done = step + 1
+    acc = _accumulate(acc, m, done)
     if done % config.log_every == 0 or done == total_steps:
-      sums = dataclasses.asdict(jax.device_get(total))
-      values = {k: float(sums[k]) / count for k in terms}
-      total, count = None, 0
-      if not np.isfinite(values["loss"]):
-        raise FloatingPointError(f"loss became {values['loss']} by step {done}; try a lower "
-                                 "--learning_rate or --clip_norm")
+      got = healthy()
+      n = int(got.finite)  # steps whose values were finite (all, unless skipped)
+      sums = dataclasses.asdict(got.sums)
+      values = {k: float(sums[k]) / n if n else math.nan for k in terms}
+      skipped_total += int(got.nonfinite)
       rec = {"step": done, "epoch": done / spe, "split": "train", **values,
              "steps_per_second": rate.value or 0.0}
+      if config.skip_nonfinite:
+        rec.update(skipped_nonfinite=int(got.nonfinite), skipped_nonfinite_total=skipped_total)
+      acc = _Interval.empty()
       log.log(rec, "train", values)
       report("train", {**rec, "total_steps": total_steps,
                        "eta_seconds": (total_steps - done) / rate.value if rate.value else None})
     if done % spe == 0 and ((done // spe) % config.eval_every_epochs == 0
                             or done == total_steps):
+      healthy()
       val = evaluate.evaluate_recordings(p_eval, st.params, data.val, data.full_val_labels,
-                                         config.data, num_devices)
+                                         config.data, num_devices, where=f"step {done}")
       score = val["concatenated"]["ccc_mean"]
       is_best = meta["best_score"] is None or score > meta["best_score"]
       if is_best:
         meta.update(best_score=score, best_step=done)
-      now = time.perf_counter()
-      meta["train_seconds"] = meta.get("train_seconds", 0.0) + now - segment_start
-      meta["steps_per_second"] = rate.value
-      segment_start = now
-      ckpt.save(done, st, dict(meta), score)
       rec = {"step": done, "epoch": done // spe, "split": "val", **val["concatenated"],
              "best_step": meta["best_step"]}
       log.log(rec, "val", val["concatenated"])
+      save(done, score)
       report("eval", {**rec, "is_best": is_best})
   ckpt.wait()
 
 
-def train_and_evaluate(config: RunConfig, workdir: str | Path,
-                       report: Report | None = None) -> dict[str, Any]:
+def train_and_evaluate(config: RunConfig, workdir: str | Path, report: Report | None = None,
+                       stop_requested: Callable[[], bool] | None = None) -> dict[str, Any]:
   """Train one run and write its workdir (docs/DESIGN.md, run contract).
+
+  Every start-up check (config, devices, corpus, feature sets, an existing
+  run in the workdir) happens before anything is written; a workdir with no
+  checkpoint yet counts as fresh.  One run at a time per workdir (a lock).
 
   Args:
     config: a :class:`emobed_jax.config.RunConfig`.
     workdir: receives ``config.json``, ``stats.json``, ``metrics.jsonl``,
       TensorBoard events, ``checkpoints/`` and finally ``results.json``.  If
-      it holds a checkpoint of the same run, training resumes from it; if it
-      holds ``results.json``, nothing is redone.
+      it holds a checkpoint of the same run, training resumes from the newest
+      intact one; if it holds ``results.json``, nothing is redone.
     report: optional ``report(kind, info)`` callback for progress (``kind``
-      in data / resume / train / eval / done); the library never prints.
+      in data / resume / warning / train / eval / done); the library never
+      prints.
+    stop_requested: polled before every step; when it returns True the run
+      saves a checkpoint and raises :class:`RunInterrupted` (e.g. SIGTERM).
 
   Returns:
     The content of ``results.json``.
 
   Raises:
     emobed_jax.config.ConfigError: an invalid config (names the flag).
-    emobed_jax.workdir.RunError: the workdir holds another run or cannot be
-      written; the batch does not divide over the devices.
+    emobed_jax.workdir.RunError: the workdir holds another run, is in use or
+      cannot be written; the batch does not divide over the devices; no
+      checkpoint restores.
     emobed_datasets.errors.DataError: the prepared corpus is missing or bad.
-    FloatingPointError: the train loss became NaN or inf.
+    FloatingPointError: the train loss, the gradient or a prediction became
+      NaN or inf (names the step).
+    RunInterrupted: ``stop_requested()`` turned true.
   """
   report = report or (lambda kind, info: None)
+  stop_requested = stop_requested or (lambda: False)
   config.validate()
   workdir = Path(workdir).expanduser()
   wd.check_same_run(workdir, config)
@@ -406,48 +499,56 @@ def train_and_evaluate(config: RunConfig, workdir: str | Path,
   is_main = jax.process_index() == 0
   data = run_data.load_run_data(config, wd.read_stats(workdir))
   config, core = data.config, data.config.core
-  if is_main:
-    wd.prepare(workdir, config, data.stats)
   source = WindowSource(data.train, config.data.window, config.data.hop)
   spe = steps_per_epoch(len(source), config.batch_size)
   total_steps = spe * config.epochs
-  batches = train_batches(source, config.batch_size, config.seed, config.epochs + 1,
-                          jax.process_index(), jax.process_count())
-  report("data", {"train": len(data.train), "val": len(data.val), "eval": len(data.eval),
-                  "windows": len(source), "steps_per_epoch": spe, "total_steps": total_steps,
-                  "devices": jax.device_count(), "seconds": data.seconds,
-                  "selection_split": data.selection_split})
-
   model, state = create_train_state(core, jax.random.key(config.seed))
-  ckpt = checkpoint.Checkpointer(workdir / "checkpoints")
-  meta = {"best_score": None, "best_step": None, "train_seconds": 0.0}
-  if ckpt.latest_step() is not None:
-    state, meta = ckpt.restore(state)
-    report("resume", {"step": int(state.step), "best_step": meta["best_step"]})
-  p_step = parallel.pmap_train_step(bound_train_step(model, core, data.bin_edges,
-                                                     parallel.AXIS))
-  p_eval = parallel.pmap_eval_step(functools.partial(eval_step, model=model))
-  log = wd.MetricsLog(workdir, is_main)
-  _train_loop(parallel.replicate(state), batches, jax.random.key(config.seed + 1),
-              config=config, data=data, p_step=p_step, p_eval=p_eval, ckpt=ckpt, log=log,
-              report=report, steps_per_epoch=spe, meta=meta)
-
-  template = state
-  best_state, best_meta = ckpt.restore(template, best=True)
-  final = evaluate.evaluate_recordings(p_eval, parallel.replicate(best_state.params),
-                                       data.eval, data.full_eval_labels, config.data,
-                                       jax.local_device_count())
-  results = evaluate.results_record(
-      config, final, selection_split=data.selection_split, best_meta=best_meta,
-      latest_meta=ckpt.restore(template)[1], total_steps=total_steps,
-      devices=jax.device_count(), processes=jax.process_count())
-  if is_main:
-    wd.write_results(workdir, results)
-  # Logged at the best step: these metrics are the best checkpoint's.
-  log.log({"step": results["best_step"], "split": config.data.eval_split,
-           "checkpoint": "best", **results["metrics"]},
-          config.data.eval_split, results["metrics"])
-  log.close()
-  ckpt.close()
+  wd.create(workdir)  # the first write
+  with wd.locked(workdir):
+    if not wd.has_checkpoint(workdir) and is_main:
+      wd.write_start(workdir, config, data.stats)
+    batches = train_batches(source, config.batch_size, config.seed, config.epochs + 1,
+                            jax.process_index(), jax.process_count())
+    report("data", {"train": len(data.train), "val": len(data.val), "eval": len(data.eval),
+                    "windows": len(source), "steps_per_epoch": spe,
+                    "total_steps": total_steps, "devices": jax.device_count(),
+                    "seconds": data.seconds, "selection_split": data.selection_split})
+    ckpt = checkpoint.Checkpointer(workdir / "checkpoints")
+    meta = {"best_score": None, "best_step": None, "train_seconds": 0.0}
+    if ckpt.latest_step() is not None:
+      try:
+        state, meta, lost = ckpt.restore_latest(state)
+      except checkpoint.CheckpointError as e:
+        raise wd.RunError(f"--workdir={workdir}: {e}; use a new --workdir") from None
+      if lost:
+        report("warning", {"message": f"checkpoints of step(s) {', '.join(map(str, lost))} "
+                           f"are damaged; resuming from step {int(state.step)} instead"})
+      report("resume", {"step": int(state.step), "best_step": meta["best_step"]})
+    p_step = parallel.pmap_train_step(bound_train_step(
+        model, core, data.bin_edges, parallel.AXIS, skip_nonfinite=config.skip_nonfinite))
+    p_eval = parallel.pmap_eval_step(functools.partial(eval_step, model=model))
+    log = wd.MetricsLog(workdir, is_main, start_step=int(state.step))
+    try:
+      _train_loop(parallel.replicate(state), batches, jax.random.key(config.seed + 1),
+                  config=config, data=data, p_step=p_step, p_eval=p_eval, ckpt=ckpt, log=log,
+                  report=report, steps_per_epoch=spe, meta=meta,
+                  stop_requested=stop_requested)
+      best_state, best_meta = ckpt.restore(state, best=True)
+      final = evaluate.evaluate_recordings(p_eval, parallel.replicate(best_state.params),
+                                           data.eval, data.full_eval_labels, config.data,
+                                           jax.local_device_count(), where="the best checkpoint")
+      results = evaluate.results_record(
+          config, final, selection_split=data.selection_split, best_meta=best_meta,
+          latest_meta=ckpt.restore(state)[1], total_steps=total_steps,
+          devices=jax.device_count(), processes=jax.process_count())
+      # Logged at the best step: these metrics are the best checkpoint's.
+      log.log({"step": results["best_step"], "split": config.data.eval_split,
+               "checkpoint": "best", **results["metrics"]},
+              config.data.eval_split, results["metrics"])
+      if is_main:
+        wd.write_results(workdir, results)
+    finally:
+      log.close()
+      ckpt.close()
   report("done", {"results": results, "already": False})
   return results

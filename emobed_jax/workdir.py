@@ -10,6 +10,11 @@ writes (callers check ``jax.process_index()``).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -26,6 +31,21 @@ class RunError(ValueError):
   """A user-facing problem with a run (workdir, flags vs data); one line."""
 
 
+def _read_json(path: Path) -> Any:
+  """JSON only (never pickle or eval); a file that is not JSON is a RunError."""
+  try:
+    return writers.read_json(path)
+  except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise RunError(f"{path}: not a JSON file written by emobed-jax ({e.__class__.__name__}: "
+                   f"{e}); move it away or use a new --workdir") from None
+
+
+def has_checkpoint(workdir: Path) -> bool:
+  """Whether ``workdir/checkpoints`` holds a finished checkpoint (a step folder)."""
+  d = Path(workdir) / "checkpoints"
+  return d.is_dir() and any(p.name.isdigit() for p in d.iterdir())
+
+
 def _first_difference(a: Any, b: Any, prefix: str = "") -> str:
   if isinstance(a, dict) and isinstance(b, dict):
     for k in sorted(set(a) | set(b)):
@@ -39,17 +59,18 @@ def check_same_run(workdir: Path, config: C.RunConfig) -> None:
 
   Only fields that change results count (:func:`emobed_jax.config.identity`):
   ``--log_every``, ``--rnn_impl``, ``--unroll`` or another ``--data_dir`` may
-  differ on resume.
+  differ on resume.  A workdir with neither a checkpoint nor results (a
+  start that failed before training) counts as fresh: nothing to compare.
 
   Raises:
     RunError: ``workdir/config.json`` holds another run; the message names
       the first differing field.
   """
   path = Path(workdir) / CONFIG
-  if not path.exists():
+  if not path.exists() or not (has_checkpoint(workdir) or (Path(workdir) / RESULTS).exists()):
     return
   try:
-    old = C.identity(C.from_dict(C.RunConfig, writers.read_json(path)))
+    old = C.identity(C.from_dict(C.RunConfig, _read_json(path)))
   except (C.ConfigError, TypeError, ValueError) as e:
     raise RunError(f"{path}: not a config written by this version of emobed-jax ({e}); "
                    "use a new --workdir") from None
@@ -63,17 +84,29 @@ def check_same_run(workdir: Path, config: C.RunConfig) -> None:
 def finished_results(workdir: Path) -> dict[str, Any] | None:
   """``results.json`` of a finished run, else None."""
   path = Path(workdir) / RESULTS
-  return writers.read_json(path) if path.exists() else None
+  return _read_json(path) if path.exists() else None
 
 
 def read_stats(workdir: Path) -> dict[str, Any] | None:
-  """``stats.json`` (standardisation, bin edges) if a previous start wrote it."""
+  """``stats.json`` (standardisation, bin edges) of a run that has a
+  checkpoint (the resumed run must standardise as the first start did);
+  None for a fresh workdir.
+
+  Raises:
+    RunError: the file is not JSON, or lacks the standardisation.
+  """
   path = Path(workdir) / STATS
-  return writers.read_json(path) if path.exists() else None
+  if not (path.exists() and has_checkpoint(workdir)):
+    return None
+  stats = _read_json(path)
+  if not isinstance(stats, dict) or "standardizer" not in stats:
+    raise RunError(f"{path}: expected the JSON object written by emobed-jax (with "
+                   "'standardizer'); move it away or use a new --workdir")
+  return stats
 
 
-def prepare(workdir: Path, config: C.RunConfig, stats: Mapping[str, Any]) -> None:
-  """Create ``workdir`` and write ``config.json`` and ``stats.json`` if absent.
+def create(workdir: Path) -> None:
+  """Create ``workdir`` (and parents) and check that it can be written.
 
   Raises:
     RunError: the folder cannot be created or written (names ``--workdir``).
@@ -81,7 +114,7 @@ def prepare(workdir: Path, config: C.RunConfig, stats: Mapping[str, Any]) -> Non
   workdir = Path(workdir)
   try:
     workdir.mkdir(parents=True, exist_ok=True)
-    probe = workdir / ".write_test"
+    probe = workdir / f".write_test{os.getpid()}"
     probe.write_text("ok")
     probe.unlink()
   except OSError as e:
@@ -90,10 +123,42 @@ def prepare(workdir: Path, config: C.RunConfig, stats: Mapping[str, Any]) -> Non
     raise RunError(f"--workdir={workdir}: its checkpoints/latest and checkpoints/best were "
                    "written by emobed-jax before 2026-11-29 (two checkpoint managers); "
                    "use a new --workdir")
-  if not (workdir / CONFIG).exists():
-    writers.write_json(workdir / CONFIG, C.to_dict(config))
-  if not (workdir / STATS).exists():
-    writers.write_json(workdir / STATS, stats)
+
+
+@contextlib.contextmanager
+def locked(workdir: Path) -> Iterator[None]:
+  """Hold ``workdir/.lock`` (an exclusive ``flock``) while a run uses it.
+
+  The kernel releases the lock when the process ends, however it ends, so a
+  killed run never leaves it stuck.
+
+  Raises:
+    RunError: another process holds it (names the workdir and its pid).
+  """
+  path = Path(workdir) / ".lock"
+  with open(path, "a+") as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      f.seek(0)
+      pid = f.read().strip() or "?"
+      raise RunError(f"--workdir={workdir} is in use by another run (pid {pid}); wait for "
+                     "it to finish or use a new --workdir") from None
+    f.seek(0)
+    f.truncate()
+    f.write(str(os.getpid()))
+    f.flush()
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def write_start(workdir: Path, config: C.RunConfig, stats: Mapping[str, Any]) -> None:
+  """Write ``config.json`` and ``stats.json`` of a fresh run (replacing
+  those of a start that never reached a checkpoint)."""
+  writers.write_json(Path(workdir) / CONFIG, C.to_dict(config))
+  writers.write_json(Path(workdir) / STATS, stats)
 
 
 def write_results(workdir: Path, results: Mapping[str, Any]) -> None:
@@ -103,12 +168,25 @@ def write_results(workdir: Path, results: Mapping[str, Any]) -> None:
 class MetricsLog:
   """``metrics.jsonl`` (one JSON object per record) plus TensorBoard scalars.
 
-  ``enabled=False`` (processes other than 0) makes every call a no-op.
+  A run that resumes at ``start_step`` continues both logs from there:
+  records of later steps (written after the checkpoint it resumes from) are
+  dropped from metrics.jsonl, and TensorBoard is told to purge them, so no
+  step is logged twice and no curve jumps back.  ``enabled=False``
+  (processes other than 0) makes every call a no-op.
   """
 
-  def __init__(self, workdir: Path, enabled: bool = True):
+  def __init__(self, workdir: Path, enabled: bool = True, start_step: int = 0):
     self.path = Path(workdir) / METRICS
-    self._tb = writers.SummaryWriter(Path(workdir) / "tensorboard") if enabled else None
+    self._tb = None
+    if not enabled:
+      return
+    if self.path.exists():
+      keep = [r for r in writers.read_jsonl(self.path) if r.get("step", 0) <= start_step]
+      tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
+      with open(tmp, "w") as f:
+        f.writelines(json.dumps(writers._jsonable(r)) + "\n" for r in keep)
+      os.replace(tmp, self.path)
+    self._tb = writers.SummaryWriter(Path(workdir) / "tensorboard", purge_step=start_step + 1)
 
   def log(self, record: Mapping[str, Any], tag_prefix: str | None = None,
           scalars: Mapping[str, float] | None = None) -> None:

@@ -93,15 +93,19 @@ class SummaryWriter:
   :meth:`close` guarantees that every value is on disk when it returns.
   """
 
-  def __init__(self, logdir: str | Path, flush_secs: int = 10):
+  def __init__(self, logdir: str | Path, flush_secs: int = 10,
+               purge_step: int | None = None):
     """Args:
       logdir: folder of the event files; created if missing.
       flush_secs: how often (seconds) the background thread flushes to disk.
+      purge_step: a resumed run's first step: TensorBoard then discards the
+        events of earlier files at this step and later (written by a run
+        that was killed after its last checkpoint).
     """
     self.logdir = Path(logdir)
     self.logdir.mkdir(parents=True, exist_ok=True)
     self._w = tensorboardX.SummaryWriter(
-        logdir=str(self.logdir), flush_secs=flush_secs,
+        logdir=str(self.logdir), flush_secs=flush_secs, purge_step=purge_step,
         filename_suffix=f".{time.time_ns()}.{os.getpid()}")
 
   def scalars(self, step: int, values: Mapping[str, Any]) -> None:
