@@ -73,12 +73,14 @@ def evaluate_recordings(p_eval: Callable, params: Any, recordings: Sequence[Any]
 
 def results_record(config: Any, final: Mapping[str, Any], *, selection_split: str,
                    best_meta: Mapping[str, Any], latest_meta: Mapping[str, Any],
-                   total_steps: int, devices: int, processes: int) -> dict[str, Any]:
+                   total_steps: int, devices: int, processes: int,
+                   provenance: Mapping[str, Any] | None = None) -> dict[str, Any]:
   """The content of ``results.json`` (docs/DESIGN.md, run contract).
 
   ``final``: :func:`evaluate_recordings` of the best checkpoint on the
   evaluation split; ``best_meta``/``latest_meta``: the JSON metadata saved
-  with the best and the latest checkpoint.
+  with the best and the latest checkpoint; ``provenance``: the project's
+  version and the data source (:func:`emobed_jax.workdir.provenance`).
   """
   dcfg, task = config.data, config.core.task
   return {
@@ -94,4 +96,5 @@ def results_record(config: Any, final: Mapping[str, Any], *, selection_split: st
       "steps_per_second": latest_meta.get("steps_per_second"),
       "skipped_nonfinite": latest_meta.get("skipped_nonfinite", 0),
       "total_steps": total_steps, "devices": devices, "processes": processes,
+      "provenance": dict(provenance or {}),
   }

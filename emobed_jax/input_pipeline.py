@@ -64,15 +64,22 @@ def resolve_prepared_dir(cfg: DataConfig) -> Path:
   Raises:
     CorpusNotFoundError: RECOLA is neither prepared nor given as a manual dir
       (or the manual dir is not a folder); the message says how to get it.
-    DataError: the corpus is malformed (from the builder).
+    DataError: the corpus is malformed (from the builder), or a prepared
+      copy exists but was built from another package than the given
+      ``manual_dir``/``$RECOLA_DIR`` (:func:`emobed_datasets.recola.check_source`).
   """
   data_dir = Path(cfg.data_dir).expanduser() if cfg.data_dir else default_data_dir()
+  if data_dir.exists() and not data_dir.is_dir():
+    raise DataError(f"--data_dir={data_dir}: expected a folder (prepared data goes there), "
+                    "found a file")
   if cfg.dataset == "demo":
     demo.prepare_demo(data_dir, cfg.demo_seed)
     return demo.demo_paths(data_dir, cfg.demo_seed)[1]
-  if recola.is_prepared(data_dir):
-    return data_dir
   manual = cfg.manual_dir or os.environ.get("RECOLA_DIR", "")
+  if recola.is_prepared(data_dir):
+    if manual:  # the copy must come from the package the user named
+      recola.check_source(data_dir, manual)
+    return data_dir
   if not manual:
     raise CorpusNotFoundError(
         f"RECOLA not found: no prepared copy at {recola.prepared_path(data_dir)} "

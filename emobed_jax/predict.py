@@ -20,7 +20,8 @@ import jax
 import numpy as np
 
 from emobed_jax import checkpoint, input_pipeline, models, train, writers
-from emobed_jax.config import RunConfig, from_dict
+from emobed_jax import workdir as workdir_lib
+from emobed_jax.config import RunConfig
 
 
 @dataclasses.dataclass
@@ -72,7 +73,7 @@ def load_predictor(workdir: str | Path, *, best: bool = True,
     if not (workdir / name).is_file():
       raise FileNotFoundError(f"{workdir / name}: not found; expected a workdir written "
                               "by launch/train.py")
-  config = from_dict(RunConfig, writers.read_json(workdir / "config.json"))
+  config = workdir_lib.read_config(workdir)
   config = dataclasses.replace(
       config, core=config.core.replace(model=dict(rnn_impl=rnn_impl))).validate()
   stats = writers.read_json(workdir / "stats.json")

@@ -18,6 +18,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from emobed_datasets import recola
+
 from emobed_jax import input_pipeline, losses
 from emobed_jax.config import RunConfig
 from emobed_jax.workdir import RunError
@@ -31,7 +33,9 @@ class RunData:
   :class:`~emobed_jax.input_pipeline.Recording` lists; ``full_*_labels``:
   ``{recording: [N, D] float32}`` gold standard at the full frame rate (what
   CCC is computed against); ``bin_edges``: ``[D, num_bins - 1]``;
-  ``stats``: the JSON content of ``stats.json``.
+  ``stats``: the JSON content of ``stats.json``; ``source``: the package the
+  prepared copy was built from (resolved path, fingerprint of file names and
+  sizes, prepared path; :func:`emobed_datasets.recola.prepared_source`).
   """
   config: RunConfig  # the resolved config (feature widths read off the data)
   train: list
@@ -42,6 +46,7 @@ class RunData:
   bin_edges: np.ndarray
   selection_split: str
   stats: dict[str, Any]
+  source: dict[str, Any]
   seconds: float
 
 
@@ -62,6 +67,8 @@ def load_run_data(config: RunConfig, stats: Mapping[str, Any] | None = None) -> 
   dcfg = config.data
   parts = config.core.task.parts
   tfds_dir = input_pipeline.resolve_prepared_dir(dcfg)
+  source = dict(recola.prepared_source(tfds_dir) or {}, prepared=str(
+      recola.prepared_path(tfds_dir).resolve()))
   train = input_pipeline.load_recordings(tfds_dir, "train", dcfg, with_aux=parts["aux"],
                                          with_labels=True)
   evals = input_pipeline.load_recordings(tfds_dir, dcfg.eval_split, dcfg, with_aux=False,
@@ -97,4 +104,4 @@ def load_run_data(config: RunConfig, stats: Mapping[str, Any] | None = None) -> 
              "dimensions": list(dcfg.dimensions)}
   return RunData(config, train_a, prep(val), prep(evals), {r.name: r.labels for r in val},
                  {r.name: r.labels for r in evals}, bin_edges, selection, dict(stats),
-                 time.perf_counter() - t0)
+                 source, time.perf_counter() - t0)

@@ -500,13 +500,18 @@ def train_and_evaluate(config: RunConfig, workdir: str | Path, report: Report | 
   data = run_data.load_run_data(config, wd.read_stats(workdir))
   config, core = data.config, data.config.core
   source = WindowSource(data.train, config.data.window, config.data.hop)
+  if len(source) < config.batch_size:
+    raise wd.RunError(f"--batch_size={config.batch_size} is larger than the {len(source)} "
+                      f"training windows (--window={config.data.window} --hop="
+                      f"{config.data.hop} over {len(data.train)} recordings); lower "
+                      "--batch_size or --window")
   spe = steps_per_epoch(len(source), config.batch_size)
   total_steps = spe * config.epochs
   model, state = create_train_state(core, jax.random.key(config.seed))
   wd.create(workdir)  # the first write
   with wd.locked(workdir):
     if not wd.has_checkpoint(workdir) and is_main:
-      wd.write_start(workdir, config, data.stats)
+      wd.write_start(workdir, config, data.stats, data.source)
     batches = train_batches(source, config.batch_size, config.seed, config.epochs + 1,
                             jax.process_index(), jax.process_count())
     report("data", {"train": len(data.train), "val": len(data.val), "eval": len(data.eval),
@@ -540,7 +545,8 @@ def train_and_evaluate(config: RunConfig, workdir: str | Path, report: Report | 
       results = evaluate.results_record(
           config, final, selection_split=data.selection_split, best_meta=best_meta,
           latest_meta=ckpt.restore(state)[1], total_steps=total_steps,
-          devices=jax.device_count(), processes=jax.process_count())
+          devices=jax.device_count(), processes=jax.process_count(),
+          provenance=wd.provenance(data.source))
       # Logged at the best step: these metrics are the best checkpoint's.
       log.log({"step": results["best_step"], "split": config.data.eval_split,
                "checkpoint": "best", **results["metrics"]},

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Mapping
 
+import emobed_jax
 from emobed_jax import config as C
 from emobed_jax import writers
 
@@ -70,7 +71,7 @@ def check_same_run(workdir: Path, config: C.RunConfig) -> None:
   if not path.exists() or not (has_checkpoint(workdir) or (Path(workdir) / RESULTS).exists()):
     return
   try:
-    old = C.identity(C.from_dict(C.RunConfig, _read_json(path)))
+    old = C.identity(read_config(workdir))
   except (C.ConfigError, TypeError, ValueError) as e:
     raise RunError(f"{path}: not a config written by this version of emobed-jax ({e}); "
                    "use a new --workdir") from None
@@ -79,6 +80,25 @@ def check_same_run(workdir: Path, config: C.RunConfig) -> None:
     raise RunError(f"--workdir={workdir} holds a run with another config "
                    f"({_first_difference(old, new)}); use a new --workdir to start a "
                    "different run")
+
+
+def read_config(workdir: Path) -> C.RunConfig:
+  """The run's config from ``config.json`` (its ``provenance`` entry aside).
+
+  Raises:
+    RunError: the file is not JSON.
+    emobed_jax.config.ConfigError: a field this version does not know.
+  """
+  d = _read_json(Path(workdir) / CONFIG)
+  if not isinstance(d, dict):
+    raise RunError(f"{Path(workdir) / CONFIG}: expected a JSON object written by emobed-jax")
+  d.pop("provenance", None)
+  return C.from_dict(C.RunConfig, d)
+
+
+def provenance(source: Mapping[str, Any]) -> dict[str, Any]:
+  """What produced a run: the project's version and the data actually read."""
+  return {"emobed_jax_version": emobed_jax.__version__, "data_source": dict(source)}
 
 
 def finished_results(workdir: Path) -> dict[str, Any] | None:
@@ -154,10 +174,13 @@ def locked(workdir: Path) -> Iterator[None]:
       fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def write_start(workdir: Path, config: C.RunConfig, stats: Mapping[str, Any]) -> None:
-  """Write ``config.json`` and ``stats.json`` of a fresh run (replacing
-  those of a start that never reached a checkpoint)."""
-  writers.write_json(Path(workdir) / CONFIG, C.to_dict(config))
+def write_start(workdir: Path, config: C.RunConfig, stats: Mapping[str, Any],
+                source: Mapping[str, Any]) -> None:
+  """Write ``config.json`` (the config plus its ``provenance``) and
+  ``stats.json`` of a fresh run (replacing those of a start that never
+  reached a checkpoint)."""
+  writers.write_json(Path(workdir) / CONFIG,
+                     {**C.to_dict(config), "provenance": provenance(source)})
   writers.write_json(Path(workdir) / STATS, stats)
 
 

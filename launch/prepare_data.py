@@ -72,7 +72,8 @@ def _prepare(data_dir: Path):
           "AVEC 2016 RECOLA package)")
     manual_dir = Path(_MANUAL_DIR.value).expanduser()
     if recola.is_prepared(data_dir) and not _OVERWRITE.value:
-      _say(f"already prepared at {recola.prepared_path(data_dir)}; "
+      recola.check_source(data_dir, manual_dir)  # the copy is of this package
+      _say(f"already prepared at {recola.prepared_path(data_dir)} from {manual_dir}; "
            "nothing to do (--overwrite rebuilds)")
       return recola.prepare(manual_dir, data_dir)
     _say(f"checking {manual_dir}")

@@ -163,6 +163,8 @@ def main(argv: list[str]) -> None:
     sys.exit(EXIT_INTERRUPTED)
   except (DataError, C.ConfigError, RunError, FloatingPointError) as e:
     _cli.fail(e)
+  except OSError as e:  # a full disk, a permission: name the file; nothing is half-written
+    _cli.fail(f"{e.strerror or e}: {e.filename}" if e.filename else e)
   finally:
     stop.restore()
   _cli.say(f"results: {workdir / 'results.json'} (wall time "

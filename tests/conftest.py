@@ -32,3 +32,27 @@ def fast_compile():
   jax.config.update("jax_disable_most_optimizations", True)
   yield
   jax.config.update("jax_disable_most_optimizations", False)
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory):
+  """A small demo corpus (launch_support.SMALL), prepared where
+  `--dataset=demo --data_dir=...` looks.  Read-only for tests."""
+  from emobed_datasets import demo
+  from launch_support import SMALL
+  d = tmp_path_factory.mktemp("data")
+  demo.prepare_demo(d, 0, **SMALL)
+  return d
+
+
+@pytest.fixture
+def cli(capsys):
+  """``cli(*args)`` runs ``launch/train.py args`` in this process (8
+  devices) and returns its exit status, stdout and stderr."""
+  from launch_support import Result, main_in_process
+
+  def call(*args):
+    code = main_in_process(*args)
+    out, err = capsys.readouterr()
+    return Result(code, out, err)
+  return call

@@ -5,7 +5,6 @@ resume after SIGKILL); the rest call the same parser and ``main`` in this
 process (``cli``), which needs no interpreter and JAX start-up per case.
 """
 
-import importlib.util
 import json
 import os
 import shutil
@@ -21,64 +20,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from conftest import REPO_ROOT
 from emobed_datasets import demo
 from emobed_jax import config as C
-
-TRAIN = str(REPO_ROOT / "launch" / "train.py")
-SMALL = dict(num_train=4, num_dev=2, num_test=1, num_frames=300)
-FAST = ["--window=100", "--hop=50", "--batch_size=8", "--val_recordings=1", "--hidden=16",
-        "--proj_dim=16", "--log_every=2"]
-
-sys.path.insert(0, str(REPO_ROOT / "launch"))
-_spec = importlib.util.spec_from_file_location("launch_train", TRAIN)
-train_cli = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(train_cli)
-import _cli  # noqa: E402  (launch/ is on sys.path now)
-
-
-def run(args, cwd=REPO_ROOT, timeout=300, env=None):
-  e = dict(os.environ)
-  e.pop("XLA_FLAGS", None)  # the script sets up its own host devices
-  e.update(env or {})
-  return subprocess.run([sys.executable, TRAIN, *args], cwd=cwd, capture_output=True,
-                        text=True, timeout=timeout, env=e)
-
-
-class Result:
-  def __init__(self, returncode, stdout, stderr):
-    self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
-
-
-@pytest.fixture
-def cli(capsys, monkeypatch):
-  """``cli(*args)`` runs ``launch/train.py args`` in this process (8 devices)."""
-  monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))  # main() appends to it
-
-  def call(*args):
-    train_cli.FLAGS.unparse_flags()
-    try:
-      rest = _cli.parse_argv(["train.py", *args, "--nomalloc_tuning"], train_cli.USAGE,
-                             C.RunConfig, train_cli.LAUNCHER, train_cli.FLAGS)
-      train_cli.main(rest)
-      code = 0
-    except SystemExit as e:
-      code = e.code
-    out, err = capsys.readouterr()
-    return Result(code, out, err)
-  return call
-
-
-def parsed_config(*args):
-  train_cli.FLAGS.unparse_flags()
-  _cli.parse_argv(["train.py", *args], train_cli.USAGE, C.RunConfig, train_cli.LAUNCHER,
-                  train_cli.FLAGS)
-  return _cli.config_from_flags(C.RunConfig, train_cli.FLAGS).validate()
-
-
-@pytest.fixture(scope="module")
-def demo_dir(tmp_path_factory):
-  """A small demo corpus, prepared where `--dataset=demo --data_dir=...` looks."""
-  d = tmp_path_factory.mktemp("data")
-  demo.prepare_demo(d, 0, **SMALL)
-  return d
+from launch_support import (FAST, TRAIN, main_in_process, parsed_config, read_jsonl,
+                            run, train_cli)
 
 
 def test_main_job_writes_the_contract_files_and_does_not_redo(demo_dir, tmp_path):
@@ -266,19 +209,8 @@ def mono_run(demo_dir, tmp_path_factory):
   wd = tmp_path_factory.mktemp("mono") / "run"
   args = ["--flagfile=demo.flags", f"--data_dir={demo_dir}", f"--workdir={wd}",
           "--setting=mono", "--epochs=7", *FAST[:-1], "--log_every=1", "--nomalloc_tuning"]
-  train_cli.FLAGS.unparse_flags()
-  rest = _cli.parse_argv(["train.py", *args], train_cli.USAGE, C.RunConfig,
-                         train_cli.LAUNCHER, train_cli.FLAGS)
-  saved = os.environ.get("XLA_FLAGS", "")
-  try:
-    train_cli.main(rest)
-  finally:
-    os.environ["XLA_FLAGS"] = saved
+  assert main_in_process(*args) == 0
   return wd, args
-
-
-def read_jsonl(path):
-  return [json.loads(l) for l in path.read_text().splitlines()]
 
 
 def test_mono_logs_only_its_loss_terms_and_final_metrics_at_the_best_step(mono_run):
@@ -349,114 +281,3 @@ def test_emobed_event_files_hold_every_loss_term_and_validation_ccc(demo_dir, cl
       events = ea.Scalars(f"{split}/{name}")
       assert [e.step for e in events] == [r["step"] for r in recs], (split, name)
       assert [e.value for e in events] == [np.float32(r[name]) for r in recs], (split, name)
-
-
-# ---------------------------------------------------------------------------
-# Bad input: a non-zero exit, the file or flag named, no traceback.
-
-
-@pytest.fixture(scope="module")
-def package(tmp_path_factory):
-  root = tmp_path_factory.mktemp("pkg") / "AVEC2016"
-  demo.write_demo_corpus(root, seed=3, num_train=3, num_dev=2, num_test=1, num_frames=60)
-  return root
-
-
-def _copy(package, tmp_path):
-  dst = tmp_path / "AVEC2016"
-  shutil.copytree(package, dst)
-  return dst
-
-
-def _edit_data_line(path, fn):
-  lines = path.read_text().splitlines(keepends=True)
-  i = next(i for i, l in enumerate(lines) if l.strip().lower() == "@data") + 3
-  lines[i] = fn(lines[i])
-  path.write_text("".join(lines))
-
-
-BAD_CORPORA = {
-    "missing_folder": (lambda p: __import__("shutil").rmtree(p / "ratings_gold_standard"),
-                       "ratings_gold_standard"),
-    "missing_gold_for_one_recording": (
-        lambda p: (p / "ratings_gold_standard/valence/train_2.arff").unlink(), "train_2"),
-    "truncated_arff": (lambda p: (p / "features_audio/arousal/dev_1.arff").write_text(
-        "".join((p / "features_audio/arousal/dev_1.arff").read_text().splitlines(True)[:-5])),
-        "dev_1"),
-    "wrong_attribute_count": (lambda p: _drop_last_attribute(
-        p / "features_video_appearance/valence/train_1.arff"), "train_1.arff"),
-    "non_numeric_value": (lambda p: _edit_data_line(
-        p / "features_audio/valence/train_3.arff",
-        lambda l: l.rsplit(",", 1)[0] + ",abc\n"), "train_3.arff"),
-    "nan_value": (lambda p: _edit_data_line(
-        p / "features_audio/arousal/train_1.arff",
-        lambda l: l.rsplit(",", 1)[0] + ",nan\n"), "train_1.arff"),
-    "empty_file": (lambda p: (p / "ratings_gold_standard/arousal/dev_2.arff").write_text(""),
-                   "dev_2.arff"),
-    "mismatched_frames_across_modalities": (lambda p: _drop_rows(
-        p / "features_video_appearance/arousal/train_2.arff", 3), "train_2"),
-}
-
-
-def _drop_rows(path, n):
-  lines = path.read_text().splitlines(True)
-  path.write_text("".join(lines[:-n]))
-
-
-def _drop_last_attribute(path):
-  lines = path.read_text().splitlines(True)
-  i = max(i for i, l in enumerate(lines) if l.lower().startswith("@attribute"))
-  del lines[i]
-  path.write_text("".join(lines))
-
-
-def assert_user_error(p, *needles):
-  assert p.returncode != 0
-  assert "Traceback" not in p.stderr + p.stdout, p.stderr[-2000:]
-  for n in needles:
-    assert n in p.stderr, (n, p.stderr[-2000:])
-
-
-@pytest.mark.parametrize("case", sorted(BAD_CORPORA))
-def test_bad_corpus_is_named(case, package, tmp_path, cli):
-  mutate, needle = BAD_CORPORA[case]
-  pkg = _copy(package, tmp_path)
-  mutate(pkg)
-  p = cli("--dataset=recola", f"--manual_dir={pkg}", f"--data_dir={tmp_path / 'data'}",
-          f"--workdir={tmp_path / 'wd'}", *FAST)
-  assert_user_error(p, "error:", needle)
-  assert len([l for l in p.stderr.splitlines() if l.startswith("error:")]) == 1
-  assert not (tmp_path / "data" / "recola" / "1.0.0").exists()  # nothing half-prepared
-
-
-def test_missing_recola_says_where_it_looked_and_how_to_get_it(tmp_path, cli, monkeypatch):
-  monkeypatch.setenv("RECOLA_DIR", "")
-  p = cli("--modality=audio", "--flagfile=recola.flags", f"--data_dir={tmp_path}")
-  assert_user_error(p, str(tmp_path), "licence-restricted", "demo.flags")
-  assert len(p.stderr.strip().splitlines()) == 1
-
-
-@pytest.mark.parametrize("flags_,needle", [
-    (["--modality=smell"], "--modality"),
-    (["--dimensions=dominance"], "--dimensions"),
-    (["--modality=video_geometric"], "--modality=video_geometric"),
-    (["--setting=fusion"], "--setting"),
-    (["--margin=0"], "--margin"),
-    (["--batch_size=7"], "--batch_size"),
-    (["--aux_modality=audio"], "--aux_modality"),
-    (["--rnn_impl=pallas", "--hidden=48"], "--hidden"),
-    (["--rnn_impl=wavefront", "--dropout=0.1"], "--dropout"),
-    (["--rnn_impl=cudnn"], "--rnn_impl"),
-])
-def test_bad_flags_are_named(flags_, needle, demo_dir, tmp_path, cli):
-  p = cli("--flagfile=demo.flags", f"--data_dir={demo_dir}", f"--workdir={tmp_path / 'wd'}",
-          *FAST, *flags_)
-  assert_user_error(p, needle)
-
-
-def test_unwritable_workdir_is_named(demo_dir, tmp_path, cli):
-  blocker = tmp_path / "a_file"
-  blocker.write_text("x")
-  p = cli("--flagfile=demo.flags", f"--data_dir={demo_dir}", f"--workdir={blocker / 'run'}",
-          *FAST)
-  assert_user_error(p, "--workdir", str(blocker))

@@ -1,6 +1,6 @@
 """Reliability (issue 12): non-finite values, failed starts, one run per
 workdir, damaged checkpoints, unsafe files.  In process, through the same
-parser and ``main`` as ``launch/train.py`` (fixtures from test_launch_train).
+parser and ``main`` as ``launch/train.py`` (``cli`` in conftest).
 """
 
 import json
@@ -16,9 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from emobed_jax import losses, parallel, train, workdir
+from emobed_jax import losses, train, workdir
 from emobed_jax.metrics import ccc
-from test_launch_train import FAST, cli, demo_dir, read_jsonl  # noqa: F401  (fixtures)
+from launch_support import FAST, main_in_process, read_jsonl
 from tests_support import small_config, synthetic_batch
 
 
@@ -187,18 +187,10 @@ def test_a_busy_workdir_is_refused_and_a_killed_holder_leaves_no_stuck_lock(
 @pytest.fixture(scope="module")
 def finished_run(demo_dir, tmp_path_factory):
   """A finished 4-epoch mono run (one checkpoint per epoch, 1 step each)."""
-  import test_launch_train as t
   wd = tmp_path_factory.mktemp("finished") / "run"
   args = ["--flagfile=demo.flags", f"--data_dir={demo_dir}", f"--workdir={wd}",
           "--setting=mono", "--epochs=4", *FAST]
-  t.train_cli.FLAGS.unparse_flags()
-  rest = t._cli.parse_argv(["train.py", *args, "--nomalloc_tuning"], t.train_cli.USAGE,
-                           t.C.RunConfig, t.train_cli.LAUNCHER, t.train_cli.FLAGS)
-  saved = os.environ.get("XLA_FLAGS", "")
-  try:
-    t.train_cli.main(rest)
-  finally:
-    os.environ["XLA_FLAGS"] = saved
+  assert main_in_process(*args) == 0
   return wd, args
 
 
