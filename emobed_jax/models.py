@@ -215,7 +215,7 @@ def segment_pool(x, mask, segment: int):
 
 
 class EmoBed(nn.Module):
-  """The four settings in one module (DESIGN.md table).
+  """The four settings in one module (docs/DESIGN.md, "Training settings").
 
   Parameters (top-level names, stable for checkpoints):
     ``target_encoder``, ``head``: always (the target branch; inference needs

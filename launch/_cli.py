@@ -202,6 +202,12 @@ def parse_argv(argv: list[str], usage: str, config_cls: type,
   if any(a in HELP_ARGS for a in argv[1:]):
     print_help(usage, config_cls, extra, flag_values)
     sys.exit(0)
+  return parse_flags(argv, flag_values)
+
+
+def parse_flags(argv: list[str], flag_values=flags.FLAGS) -> list[str]:
+  """Parse ``argv`` into ``flag_values`` (e.g. a :func:`script_flags` set);
+  a flag error is one ``error:`` line, exit 2.  Returns the arguments left."""
   try:
     rest = flag_values(argv)
   except flags.Error as e:

@@ -261,9 +261,9 @@ def create_state(cfg, rnn: str, seed: int):
   :func:`flax_cell_model`'s parameters."""
   import jax
   from emobed_jax import models, train
-  model, state = train.create_train_state(cfg, jax.random.PRNGKey(seed))
+  model, state = train.create_train_state(cfg, jax.random.key(seed))
   if rnn == BASELINE:
-    model, params = models.init_params(cfg, jax.random.PRNGKey(seed),
+    model, params = models.init_params(cfg, jax.random.key(seed),
                                        model=flax_cell_model()(cfg))
     state = state.replace(apply_fn=model.apply, params=params, opt_state=state.tx.init(params))
   return model, state
@@ -295,7 +295,7 @@ class JaxVariant:
       self.traces += 1  # runs once per trace, not per call
       return fn(*args)
 
-    self.rng = jax.random.PRNGKey(seed + 1)
+    self.rng = jax.random.key(seed + 1)
     if mode == "pmap":
       from jax.sharding import NamedSharding, PartitionSpec
       self.step_fn = parallel.pmap_train_step(counted, devices=self.devices)

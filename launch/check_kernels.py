@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 
-import _cli  # noqa: F401  (sys.path guard)
+import _cli  # first: the sys.path guard
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -28,10 +28,12 @@ from absl import flags
 
 from emobed_jax import models
 
-_IMPLS = flags.DEFINE_list("impls", ["pallas", "wavefront"], "Implementations to check.")
-_SHAPES = flags.DEFINE_list("shapes", ["21x50", "32x300"], "BxT shapes.")
-_HIDDEN = flags.DEFINE_integer("hidden", 64, "Hidden size.")
-_RTOL = flags.DEFINE_float("rtol", 0.0, "Tolerance (0 = by platform).")
+FLAGS = _cli.script_flags()  # its own set: importable beside other scripts (tests)
+_IMPLS = flags.DEFINE_list("impls", ["pallas", "wavefront"], "Implementations to check.",
+                           flag_values=FLAGS)
+_SHAPES = flags.DEFINE_list("shapes", ["21x50", "32x300"], "BxT shapes.", flag_values=FLAGS)
+_HIDDEN = flags.DEFINE_integer("hidden", 64, "Hidden size.", flag_values=FLAGS)
+_RTOL = flags.DEFINE_float("rtol", 0.0, "Tolerance (0 = by platform).", flag_values=FLAGS)
 
 
 def encoder_outputs(impl: str, b: int, t: int, hidden: int):
@@ -45,7 +47,7 @@ def encoder_outputs(impl: str, b: int, t: int, hidden: int):
   mask = jnp.asarray((np.arange(t)[None, :] < lengths[:, None]).astype(np.float32))
   r = jnp.asarray(rng.normal(size=(b, t, hidden)).astype(np.float32))
   enc = models.Encoder(hidden, hidden, 2, impl=impl)
-  params = enc.init(jax.random.PRNGKey(0), x, mask)
+  params = enc.init(jax.random.key(0), x, mask)
 
   def run(p):
     y = enc.apply(p, x, mask)
@@ -96,4 +98,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=lambda argv: _cli.parse_flags(argv, FLAGS))

@@ -4,12 +4,22 @@ XLA_FLAGS must be set before JAX is imported anywhere, so this runs first.
 """
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# JAX's persistent compilation cache, shared by the test processes of this
+# machine (pytest workers and the launch/ subprocesses they start): many tests
+# build the same small models, and a program compiled once is loaded, not
+# compiled again.  Keyed by the program, JAX version and flags, so a changed
+# program never hits a stale entry.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
+    tempfile.gettempdir(), f"emobed-jax-test-xla-cache-{os.getuid()}"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 
 # Running `python -m pytest` from the repo root puts the root on sys.path, and
 # then `import datasets` would find ./datasets (our builders, installed as

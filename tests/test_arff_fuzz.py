@@ -131,10 +131,9 @@ _NAME = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",),
                 min_size=1, max_size=8)
 
 
-@st.composite
-def _tables(draw):
-  rows = draw(st.integers(0, 6))
-  cols = draw(st.integers(1, 4))
+def _names_and_values(draw, rows, cols):
+  """``cols`` unique feature names (no bookkeeping name, no trailing class)
+  and a ``[rows, cols]`` float32 table of finite values."""
   values = np.asarray(
       draw(st.lists(_FINITE32, min_size=rows * cols, max_size=rows * cols)),
       dtype=np.float32).reshape(rows, cols)
@@ -142,6 +141,12 @@ def _tables(draw):
                .filter(lambda n: n[-1].lower() not in ("class", "emotion")
                        and not set(n) & {"Instance_name", "name", "frameIndex",
                                          "frameTime"}))
+  return names, values
+
+
+@st.composite
+def _tables(draw):
+  names, values = _names_and_values(draw, draw(st.integers(0, 6)), draw(st.integers(1, 4)))
   times = np.round(np.arange(rows) * 0.04, 2) if draw(st.booleans()) else None
   instance = draw(st.none() | _NAME)
   return names, values, times, instance
@@ -173,15 +178,8 @@ def _quote_name(name: str, quote: str) -> str:
 @st.composite
 def _hand_built(draw):
   """A valid file in one of the documented variants, and what it holds."""
-  rows = draw(st.integers(1, 5))
-  cols = draw(st.integers(1, 3))
-  values = np.asarray(
-      draw(st.lists(_FINITE32, min_size=rows * cols, max_size=rows * cols)),
-      dtype=np.float32).reshape(rows, cols)
-  names = draw(st.lists(_NAME, min_size=cols, max_size=cols, unique=True)
-               .filter(lambda n: not set(n) & {"name", "frameIndex",
-                                               "frameTime", "Instance_name"}
-                       and n[-1].lower() not in ("class", "emotion")))
+  names, values = _names_and_values(draw, draw(st.integers(1, 5)), draw(st.integers(1, 3)))
+  rows = len(values)
   quote = draw(st.sampled_from(["'", '"']))
   opensmile = draw(st.booleans())
   keyword = draw(st.sampled_from(["@attribute", "@ATTRIBUTE", "@Attribute"]))

@@ -14,6 +14,8 @@ from conftest import REPO_ROOT
 sys.path.insert(0, str(REPO_ROOT / "launch"))
 import benchmark  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("fast_compile")  # nothing timed; tolerances hold
+
 ARGS = dict(seed=0, rounds=2, steps_per_round=1, warmup=0, equiv_rtol=1e-4,
             peak=100.0, eval_repeats=2, eval_mode="auto")
 

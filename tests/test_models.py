@@ -9,6 +9,8 @@ from emobed_jax import models, train
 from emobed_jax.config import SETTING_PARTS, SETTINGS, ConfigError, CoreConfig, TaskConfig
 from tests_support import small_config, synthetic_batch
 
+pytestmark = pytest.mark.usefixtures("fast_compile")  # nothing timed; tolerances hold
+
 
 EXPECTED_PARAMS = {
     "mono": {"target_encoder", "head"},
@@ -20,7 +22,7 @@ EXPECTED_PARAMS = {
 
 @pytest.mark.parametrize("setting", SETTINGS)
 def test_parameters_match_the_setting_table(setting):
-  _, params = models.init_params(small_config(setting), jax.random.PRNGKey(0))
+  _, params = models.init_params(small_config(setting), jax.random.key(0))
   assert set(params) == EXPECTED_PARAMS[setting]
   assert SETTING_PARTS[setting]["aux"] == ("aux_encoder" in params)
 
@@ -30,7 +32,7 @@ def test_parameters_match_the_setting_table(setting):
                                           ("classification", "attention")])
 def test_masked_frames_change_nothing(rnn, task, pooling):
   cfg = small_config("emobed", task).replace(model=dict(rnn=rnn, pooling=pooling))
-  model, params = models.init_params(cfg, jax.random.PRNGKey(1))
+  model, params = models.init_params(cfg, jax.random.key(1))
   batch = synthetic_batch(2, 4, 23, task)
   mask = batch["mask"]
   assert (mask == 0).any()
@@ -53,7 +55,7 @@ def test_masked_frames_change_nothing(rnn, task, pooling):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6, err_msg=key)
   edges = np.array([[-0.3, 0.3], [-0.3, 0.3]], np.float32)
   def loss(p, bt):
-    return train.compute_losses(p, bt, jax.random.PRNGKey(0), model=model, config=cfg,
+    return train.compute_losses(p, bt, jax.random.key(0), model=model, config=cfg,
                                 bin_edges=edges, axis_name=None)[0]
   vg = jax.jit(jax.value_and_grad(loss))
   l1, g1 = vg(params, batch)
@@ -81,7 +83,7 @@ def test_pooling_equals_mean_of_valid_frames():
 @pytest.mark.parametrize("task", ["regression", "classification"])
 def test_inference_needs_only_the_target_branch(setting, task):
   cfg = small_config(setting, task)
-  model, params = models.init_params(cfg, jax.random.PRNGKey(0))
+  model, params = models.init_params(cfg, jax.random.key(0))
   batch = synthetic_batch(0, 3, 12, task)
   branch = models.target_branch(params)
   assert set(branch) == {"target_encoder", "head"}
@@ -95,7 +97,7 @@ def test_inference_needs_only_the_target_branch(setting, task):
 
 def test_settings_with_aux_require_aux_input():
   cfg = small_config("joint")
-  model, params = models.init_params(cfg, jax.random.PRNGKey(0))
+  model, params = models.init_params(cfg, jax.random.key(0))
   with pytest.raises(ValueError, match="aux"):
     model.apply({"params": params}, jnp.zeros((1, 4, 5)), None, jnp.ones((1, 4)))
 

@@ -89,7 +89,7 @@ def grads_fn(model, cfg, edges, axis_name):
   def fn(params, batch):
     (total, parts), g = jax.value_and_grad(
         functools.partial(train.compute_losses, model=model, config=cfg, bin_edges=edges,
-                          axis_name=axis_name), has_aux=True)(params, batch, jax.random.PRNGKey(0))
+                          axis_name=axis_name), has_aux=True)(params, batch, jax.random.key(0))
     if axis_name is not None:
       g = jax.lax.pmean(g, axis_name)
     return total, parts, g
@@ -104,7 +104,7 @@ CASES = ([(s, "regression", 1) for s in SETTINGS]
 @pytest.mark.parametrize("setting,task,per_device", CASES)
 def test_total_loss_and_gradients_same_on_1_and_8_devices(setting, task, per_device):
   cfg = small_config(setting, task, mining="batch_all")
-  model, state = train.create_train_state(cfg, jax.random.PRNGKey(0))
+  model, state = train.create_train_state(cfg, jax.random.key(0))
   batch = synthetic_batch(0, 8 * per_device, 20, task)
   edges = losses.fit_bin_edges(batch["labels"], 3) if task == "regression" else None
   ref_total, ref_parts, ref_g = jax.jit(grads_fn(model, cfg, edges, None))(state.params, batch)

@@ -14,6 +14,8 @@ import pytest
 
 from emobed_jax import models
 
+pytestmark = pytest.mark.usefixtures("fast_compile")  # nothing timed; tolerances hold
+
 H, D, B, T = 6, 4, 3, 11
 
 
@@ -27,9 +29,9 @@ def _inputs():
 def _ours(cell):
   layer = models.Recurrent(H, cell)
   x, lengths, mask = _inputs()
-  params = layer.init(jax.random.PRNGKey(1), x, mask)["params"]
+  params = layer.init(jax.random.key(1), x, mask)["params"]
   params = jax.tree_util.tree_map(  # non-trivial biases
-      lambda p: p + 0.1 * jax.random.normal(jax.random.PRNGKey(2), p.shape), params)
+      lambda p: p + 0.1 * jax.random.normal(jax.random.key(2), p.shape), params)
   return layer, params, x, lengths, mask
 
 
@@ -68,7 +70,7 @@ def test_gru_matches_flax_gru_cell():
       "hn": {"kernel": u[:, sl[2]], "bias": bu[sl[2]]},
   }}
   rnn = nn.RNN(nn.GRUCell(H))
-  shapes = jax.tree_util.tree_map(jnp.shape, rnn.init(jax.random.PRNGKey(0), x)["params"])
+  shapes = jax.tree_util.tree_map(jnp.shape, rnn.init(jax.random.key(0), x)["params"])
   assert shapes == jax.tree_util.tree_map(jnp.shape, ref_params), shapes
   ref = rnn.apply({"params": ref_params}, x, seq_lengths=jnp.asarray(lengths))
   _check(layer.apply({"params": p}, x, mask), ref, lengths)

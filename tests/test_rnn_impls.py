@@ -20,6 +20,8 @@ from emobed_jax.config import RNN_IMPLS, ConfigError, ModelConfig, from_dict, to
 from lstm_reference import lstm_layers_autodiff
 from tests_support import small_config, synthetic_batch
 
+pytestmark = pytest.mark.usefixtures("fast_compile")  # nothing timed; tolerances hold
+
 H = 16   # the smallest hidden size the Pallas kernels support
 
 
@@ -318,7 +320,7 @@ def test_encoder_impls_share_parameters_and_outputs():
   t = 9
   x = jnp.asarray(rs.randn(3, t, 5).astype(np.float32))
   mask = jnp.asarray(models.sequence_mask(np.array([t, 0, 1]), t))
-  rng = jax.random.PRNGKey(4)
+  rng = jax.random.key(4)
   params, outs = {}, {}
   for impl in ("scan", "pallas", "wavefront", "auto"):
     model = _encoder(impl, num_layers)
@@ -348,13 +350,13 @@ def test_encoder_impls_share_parameters_and_outputs():
 def test_encoder_wavefront_needs_lstm_without_dropout():
   x, mask = jnp.zeros((2, 4, 3)), jnp.ones((2, 4))
   with pytest.raises(ValueError, match="wavefront"):
-    _encoder("wavefront", dropout=0.1).init(jax.random.PRNGKey(0), x, mask)
+    _encoder("wavefront", dropout=0.1).init(jax.random.key(0), x, mask)
   with pytest.raises(ValueError, match="wavefront"):
-    _encoder("wavefront", cell="gru").init(jax.random.PRNGKey(0), x, mask)
+    _encoder("wavefront", cell="gru").init(jax.random.key(0), x, mask)
 
 
 def test_lstm_params_are_created_like_recurrent():
-  rng = jax.random.PRNGKey(2)
+  rng = jax.random.key(2)
   k, b, u = models.LSTMParams(H).init_with_output(rng, 5)[0]
   ref = models.Recurrent(H).init(rng, jnp.zeros((1, 3, 5)), jnp.ones((1, 3)))["params"]
   np.testing.assert_array_equal(np.asarray(u), np.asarray(ref["recurrent"]))
@@ -382,10 +384,10 @@ def _train_step_results(impl):
   """Initial params, gradients, updated params and metrics of one train step
   (emobed: two 2-layer encoders, triplet loss) with ``rnn_impl=impl``."""
   batch = synthetic_batch(5, 4, 12)
-  rng = jax.random.PRNGKey(1)
+  rng = jax.random.key(1)
   cfg = small_config("emobed").replace(model=dict(hidden=H, rnn_impl=impl))
   assert cfg.model.num_layers == 2
-  model, state = train.create_train_state(cfg, jax.random.PRNGKey(0))
+  model, state = train.create_train_state(cfg, jax.random.key(0))
   step = train.bound_train_step(model, cfg, _EDGES)
 
   def grads_and_step(state):
@@ -461,9 +463,9 @@ def test_encoder_pallas_with_dropout_runs_per_layer_kernels():
   outs = {}
   for impl in ("scan", "pallas"):
     model = _encoder(impl, 2, dropout=0.3)
-    params = model.init(jax.random.PRNGKey(0), x, mask)
+    params = model.init(jax.random.key(0), x, mask)
     outs[impl] = np.asarray(model.apply(params, x, mask, train=True,
-                                        rngs={"dropout": jax.random.PRNGKey(1)}))
+                                        rngs={"dropout": jax.random.key(1)}))
   assert np.any(outs["scan"] == 0.0)   # dropout did drop
   np.testing.assert_allclose(outs["pallas"], outs["scan"], rtol=1e-5, atol=1e-6)
 
@@ -486,6 +488,7 @@ def test_a_run_resumes_with_another_rnn_impl(tmp_path):
   from emobed_jax import workdir, writers
   from emobed_jax.config import RunConfig
   run = RunConfig().validate()
+  (tmp_path / "checkpoints" / "1").mkdir(parents=True)  # a started run (else: fresh)
   gpu = dataclasses.replace(run, core=run.core.replace(model=dict(rnn_impl="pallas", unroll=8)))
   writers.write_json(tmp_path / "config.json", writers._jsonable(to_dict(gpu)))
   workdir.check_same_run(tmp_path, run)           # scan/auto, unroll 1: same run
@@ -532,19 +535,19 @@ def test_pallas_kernels_lower_to_triton_for_cuda(monkeypatch, num_layers):
   assert count(jax.grad(loss(per_layer), (0, 1))) == 2 * num_layers
 
 
-def test_check_kernels_command_passes_here():
+def test_check_kernels_passes_here(capsys):
   """launch/check_kernels.py (the check to run on a new accelerator) runs
-  and passes on this CPU (Pallas in interpret mode)."""
-  import os
-  import subprocess
-  import sys
-  env = dict(os.environ)
-  env.pop("XLA_FLAGS", None)
+  and passes on this CPU (Pallas in interpret mode); in process."""
+  import importlib.util
+  import launch_support  # noqa: F401  (puts launch/ on sys.path)
   root = Path(__file__).resolve().parents[1]
-  p = subprocess.run([sys.executable, str(root / "launch" / "check_kernels.py"),
-                      "--shapes=3x9", "--hidden=16"], capture_output=True, text=True,
-                     timeout=300, env=env, cwd=root)
-  assert p.returncode == 0, p.stdout + p.stderr[-2000:]
-  lines = [l for l in p.stdout.splitlines() if l.strip().startswith(("pallas", "wavefront"))]
-  assert len(lines) == 2 and all(l.endswith("ok") for l in lines), p.stdout
-  assert p.stdout.strip().endswith("PASS")
+  spec = importlib.util.spec_from_file_location("check_kernels",
+                                                root / "launch" / "check_kernels.py")
+  ck = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(ck)
+  ck.FLAGS(["check_kernels.py", "--shapes=3x9", "--hidden=16"])
+  assert ck.main([]) == 0
+  out = capsys.readouterr().out
+  lines = [l for l in out.splitlines() if l.strip().startswith(("pallas", "wavefront"))]
+  assert len(lines) == 2 and all(l.endswith("ok") for l in lines), out
+  assert out.strip().endswith("PASS")

@@ -9,6 +9,8 @@ import pytest
 from emobed_jax import rnn_kernels
 from lstm_reference import lstm_autodiff
 
+pytestmark = pytest.mark.usefixtures("fast_compile")  # nothing timed; tolerances hold
+
 # (T, B, P, H) with the mask kind each is tested under.
 CASES = [(1, 1, 3, 1, "ones"), (1, 1, 3, 2, "ones"), (7, 3, 5, 4, "random"),
          (9, 3, 5, 4, "random"), (20, 5, 6, 8, "trailing"), (33, 2, 4, 16, "random"),
