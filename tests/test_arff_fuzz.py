@@ -147,7 +147,7 @@ def _names_and_values(draw, rows, cols):
 @st.composite
 def _tables(draw):
   names, values = _names_and_values(draw, draw(st.integers(0, 6)), draw(st.integers(1, 4)))
-  times = np.round(np.arange(rows) * 0.04, 2) if draw(st.booleans()) else None
+  times = np.round(np.arange(len(values)) * 0.04, 2) if draw(st.booleans()) else None
   instance = draw(st.none() | _NAME)
   return names, values, times, instance
 

@@ -15,6 +15,9 @@ from emobed_jax import evaluate, predict, writers
 from emobed_jax.config import DataConfig
 from launch_support import FAST, main_in_process
 
+# Nothing timed, and every comparison is between runs of this module.
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 
 def assert_one_error_line(p, *needles, code=None):
   assert p.returncode != 0 if code is None else p.returncode == code, (p.returncode, p.stderr)
@@ -104,7 +107,7 @@ def test_a_changed_package_is_not_silently_replaced_by_the_prepared_copy(
   shutil.copytree(package, pkg)
   data = tmp_path / "data"
   args = ["--dataset=recola", f"--data_dir={data}", "--setting=mono", "--epochs=1", *FAST]
-  assert cli(*args, f"--manual_dir={pkg}", f"--workdir={tmp_path / 'a'}").returncode == 0
+  recola.prepare(pkg, data)  # as the first run (or prepare_data.py) does
   for bad in ("no/such/package", None):
     if bad is None:  # the same folder, changed: a dev recording removed
       for f in pkg.rglob("dev_2.arff"):

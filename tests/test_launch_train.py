@@ -145,6 +145,18 @@ def test_kills_and_sigterm_lose_nothing(demo_dir, tmp_path, cli):
   assert len(steps) == len(set(steps))
   assert steps == [(r["split"], r["step"]) for r in read_jsonl(tmp_path / "ref" / "metrics.jsonl")]
   assert not list((wd / "checkpoints").glob("*.orbax-checkpoint-tmp*"))
+  # TensorBoard too (events after a resumed step are purged): the same steps
+  # as the uninterrupted run, and the same validation values.  (A train
+  # record right after a resume averages only the steps since the resume.)
+  for tag in ("train/loss", "val/ccc_mean"):
+    curves = []
+    for d in (wd, tmp_path / "ref"):
+      ea = EventAccumulator(str(d / "tensorboard"))
+      ea.Reload()
+      curves.append([(e.step, e.value) for e in ea.Scalars(tag)])
+    assert [s for s, _ in curves[0]] == [s for s, _ in curves[1]], tag
+    if tag.startswith("val/"):
+      assert curves[0] == curves[1], tag
 
 
 # ---------------------------------------------------------------------------

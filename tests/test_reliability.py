@@ -21,6 +21,9 @@ from emobed_jax.metrics import ccc
 from launch_support import FAST, main_in_process, read_jsonl
 from tests_support import small_config, synthetic_batch
 
+# Nothing timed, and every comparison is between runs of this module.
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 
 # ---------------------------------------------------------------------------
 # 1. Non-finite values propagate; only a finite near-zero denominator is CCC 0.
