@@ -1,5 +1,6 @@
 """What every ``launch/`` script shares: the ``sys.path`` guard, the one-line
-error, progress lines with an ETA, and the ``launch/`` flagfile lookup.
+error, progress lines and their ETA format, the ``launch/`` flagfile lookup,
+and flags derived from the config dataclasses.
 
 Import it first (``import _cli``) in a script run as ``python launch/X.py``:
 Python puts ``launch/`` on ``sys.path``, so the import works from any working
@@ -11,7 +12,6 @@ shadows Hugging Face's ``datasets``.
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -42,33 +42,6 @@ def fmt_seconds(seconds: float | None) -> str:
     return "?"
   s = int(seconds)
   return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
-
-
-class Progress:
-  """``done/total``, rate and ETA of a long loop, for progress lines.
-
-  ``eta()`` extrapolates from the items finished since ``start()`` (the
-  first, compiling, item can be left out by calling ``start()`` after it).
-  """
-
-  def __init__(self, total: int):
-    self.total = total
-    self._t0 = time.perf_counter()
-    self._done0 = 0
-
-  def start(self, done: int = 0) -> None:
-    self._t0, self._done0 = time.perf_counter(), done
-
-  def rate(self, done: int) -> float | None:
-    n = done - self._done0
-    return n / max(time.perf_counter() - self._t0, 1e-9) if n > 0 else None
-
-  def eta(self, done: int) -> float | None:
-    r = self.rate(done)
-    return (self.total - done) / r if r else None
-
-  def line(self, done: int, what: str = "") -> str:
-    return f"{done}/{self.total}{' ' + what if what else ''} ETA {fmt_seconds(self.eta(done))}"
 
 
 def resolve_flagfiles(argv: list[str]) -> list[str]:
