@@ -7,7 +7,6 @@ process (``cli``), which needs no interpreter and JAX start-up per case.
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
