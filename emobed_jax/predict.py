@@ -40,13 +40,40 @@ class Predictor:
   def dimensions(self) -> tuple[str, ...]:
     return self.config.data.dimensions
 
+  @property
+  def layout(self) -> str:
+    """What one input row holds, e.g. ``[frames, 176]: the arousal-variant
+    then the valence-variant audio features of docs/DATA.md side by side``."""
+    d = self.config.data
+    want = self.config.core.task.target_dim
+    v = d.variants()
+    if len(v) == 1:
+      what = f"the {v[0]}-variant {d.modality} features of docs/DATA.md"
+    else:
+      what = (f"the {'-variant then the '.join(v)}-variant {d.modality} features of "
+              f"docs/DATA.md side by side ({want // len(v)} columns each)")
+    return f"[frames, {want}]: {what}"
+
   def __call__(self, features: np.ndarray) -> np.ndarray:
-    """``[frames, target_dim]`` raw features -> ``[frames, D]`` predictions."""
+    """Raw (unstandardised) features of one recording -> ``[frames, D]`` predictions.
+
+    ``features``: ``[frames, target_dim]`` float, one row per 40 ms frame, the
+    run's target modality in the corpus's layout (:attr:`layout`): for each
+    variant of ``config.data.variants()`` in that order, that variant's
+    feature file's columns, side by side.  A RECOLA audio model trained on
+    both dimensions with ``feature_variant=auto`` takes ``[frames, 176]``:
+    ``features_audio/arousal/<rec>.arff`` (88 eGeMAPS functionals, 4 s
+    windows) then ``features_audio/valence/<rec>.arff`` (6 s windows);
+    :func:`emobed_jax.features.audio_features` computes it from a WAV.
+    Returns ``[frames, D]`` float32, D = ``config.data.dimensions``.
+
+    Raises:
+      ValueError: another shape (the message names the layout), NaN or inf.
+    """
     features = np.asarray(features, np.float32)
     want = self.config.core.task.target_dim
     if features.ndim != 2 or features.shape[1] != want:
-      raise ValueError(f"features: expected [frames, {want}] for modality "
-                       f"{self.config.data.modality!r}, got {features.shape}")
+      raise ValueError(f"features: expected {self.layout}; got {features.shape}")
     if not np.all(np.isfinite(features)):
       raise ValueError("features: NaN or inf values")
     rec = input_pipeline.Recording("input", features, None, None)

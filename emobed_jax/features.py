@@ -1,0 +1,223 @@
+"""The AVEC 2016 RECOLA audio stream from any WAV file, with openSMILE.
+
+    feats = audio_features("me.wav")                     # [frames, 176] float32
+    feats = audio_features("me.wav", ("arousal",))       # [frames, 88]
+
+RECOLA's ``features_audio/{arousal,valence}/<rec>.arff`` (docs/DATA.md) hold
+the 88 eGeMAPS (v02) functionals over a *centred* sliding window, 4 s for the
+arousal variant and 6 s for the valence variant, one vector every 40 ms, the
+first and last vectors repeated where the window would leave the recording;
+a recording of ``d`` seconds has ``round(d / 0.04) + 1`` frames (7501 for
+5 minutes).  This module computes the same stream.
+
+How: openSMILE (the ``opensmile`` Python package, 2.6.0) runs its own
+``eGeMAPSv02.conf`` once over the whole signal, with the functionals switched
+from one vector per file (``frameMode = full``) to openSMILE's sliding-window
+mode (``frameMode = fixed``, ``frameSize = W``, ``frameStep = 0.04``):
+the low-level descriptors (LLDs, 10 ms frames) are computed once and each
+window's functionals are formed from the LLD frames inside it.  Window ``k``
+covers ``[0.04 k, 0.04 k + W]`` s, so it is centred on frame
+``t = k + W / 0.08``; frames before the first centre and after the last take
+the first and last vectors.  The two variants are two such passes.
+
+Windowing is exact: a window's ``*_amean`` functional equals the mean of
+the whole signal's LLDs (``FeatureLevel.LowLevelDescriptors``) over the 400
+(4 s) or 600 (6 s) LLD frames from ``0.04 k`` s on, to float32 rounding
+(``tests/test_predict_cli.py``).  Speed, measured on a 5-minute 16 kHz WAV
+on a shared 2-core machine: 11.1 s (arousal), 11.9 s (valence), 24.4 s
+(both): about 2.3 s per minute of audio and variant, 12x real time for
+both.  Nearly all of it is openSMILE's C code forming each window's
+functionals from its 400/600 LLD frames; forming them incrementally in
+NumPy would be faster but would have to be checked functional by functional
+against openSMILE, which is not done.
+
+What matches the corpus exactly: the feature names and their order (those of
+``opensmile.FeatureSet.eGeMAPSv02`` functionals, which is the order of the
+corpus's 88 columns), the window lengths, the 40 ms step, the centring, the
+edge repetition and the frame count.  What may differ: the corpus was
+computed by the AVEC 2016 organisers with the openSMILE of 2016 and the
+eGeMAPS configuration of that time, on the recordings' own audio; the
+package does not record the version.  Here it is openSMILE 3 (the Python
+package 2.6.0) with eGeMAPS v02, which may differ from it in details, and
+the audio is taken at its own sample rate (no resampling), so the same
+speech at another sample rate gives somewhat different values.
+Check a model trained on the corpus on your audio's feature ranges before
+trusting absolute values.
+
+Compared with openSMILE's functionals of the window cut out as a separate
+signal (``Smile.process_signal(x[a:b])``), measured on a synthetic
+utterance: the means of always-defined LLDs (loudness, MFCCs) differ by
+2-3 % of their spread over the windows; over all 88 the median difference
+is 0-14 % of the spread and the largest about 2.4 spreads (F0 rising-slope
+means, ``stddevNorm`` of voiced-only LLDs, voiced/unvoiced segment
+statistics), because an LLD near a window edge sees the neighbouring audio
+here (the smoothing, the pitch tracker's Viterbi pass and the segment
+boundaries work on the continuous stream, as a sliding window over a
+recording does) and silence there.
+``tests/test_predict_cli.py`` measures both comparisons.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+#: Frame step of the RECOLA feature and label streams (seconds).
+FRAME_S = 0.04
+#: Functional window of each RECOLA audio variant (seconds; docs/DATA.md).
+WINDOW_S = {"arousal": 4.0, "valence": 6.0}
+#: Width of one variant's vector (eGeMAPSv02 functionals).
+NUM_FEATURES = 88
+#: The shortest signal accepted (seconds): openSMILE needs a few LLD frames.
+MIN_SECONDS = 0.1
+
+INSTALL_HINT = 'pip install -e ".[audio]" (opensmile==2.6.0)'
+
+
+class AudioError(ValueError):
+  """A WAV that cannot be used (missing, corrupt, empty, too short); one line."""
+
+
+def _opensmile():
+  try:
+    import opensmile
+  except ImportError:
+    raise AudioError(f"computing audio features needs the opensmile package: "
+                     f"{INSTALL_HINT}") from None
+  return opensmile
+
+
+def num_frames(seconds: float) -> int:
+  """Frames of a ``seconds``-long recording at 40 ms: ``round(seconds / 0.04) + 1``."""
+  return round(seconds / FRAME_S) + 1
+
+
+def read_wav(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
+  """A WAV file as a mono float32 signal.
+
+  Read with ``soundfile`` (libsndfile, installed with opensmile through
+  ``audiofile``): unlike the stdlib ``wave`` module it reads 24-bit and
+  32-bit PCM and IEEE float WAVs, and reports truncated or non-WAV files as
+  errors instead of returning garbage.
+
+  Args:
+    path: a WAV file; any sample rate; 8/16/24/32-bit PCM or 32/64-bit float;
+      any number of channels (averaged to mono).
+
+  Returns:
+    ``(signal [n] float32 in [-1, 1], sample_rate in Hz)``.
+
+  Raises:
+    AudioError: the file is missing, not a readable WAV, empty, shorter than
+      :data:`MIN_SECONDS`, or holds NaN or inf.
+  """
+  path = Path(path)
+  try:
+    import soundfile
+  except ImportError:
+    raise AudioError(f"reading WAV files needs soundfile: {INSTALL_HINT}") from None
+  if not path.is_file():
+    raise AudioError(f"{path}: not found")
+  try:
+    data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+  except (RuntimeError, TypeError, ValueError) as e:  # soundfile.LibsndfileError is a RuntimeError
+    raise AudioError(f"{path}: not a readable WAV file ({' '.join(str(e).split())})") from None
+  if data.shape[0] == 0:
+    raise AudioError(f"{path}: the WAV file holds no samples")
+  if data.shape[0] < MIN_SECONDS * rate:
+    raise AudioError(f"{path}: {data.shape[0] / rate:.3f} s of audio; at least "
+                     f"{MIN_SECONDS} s is needed")
+  signal = data.mean(axis=1, dtype=np.float32)
+  if not np.all(np.isfinite(signal)):
+    raise AudioError(f"{path}: the WAV file holds NaN or inf samples")
+  return signal, int(rate)
+
+
+def _smile(window_s: float | None):
+  """An eGeMAPSv02 functionals extractor: sliding ``window_s`` windows every
+  40 ms, or (None) one vector for the whole signal (openSMILE's default)."""
+  opensmile = _opensmile()
+  if window_s is None:
+    return opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
+                           feature_level=opensmile.FeatureLevel.Functionals)
+  conf = Path(opensmile.__file__).parent / "core/config/egemaps/v02/eGeMAPSv02.conf"
+  inc = Path(tempfile.gettempdir()) / f"emobed_framemode_{window_s:g}s_{os.getuid()}.conf.inc"
+  text = (f"frameMode = fixed\nframeSize = {window_s:g}\nframeStep = {FRAME_S:g}\n"
+          "frameCenterSpecial = left\n")
+  if not inc.is_file() or inc.read_text() != text:
+    tmp = inc.with_name(f"{inc.name}.{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, inc)
+  return opensmile.Smile(feature_set=str(conf), feature_level="func",
+                         options={"frameModeFunctionalsConf": str(inc)})
+
+
+def feature_names() -> list[str]:
+  """The 88 eGeMAPSv02 functional names, in the corpus's column order."""
+  return list(_smile(None).feature_names)
+
+
+def window_functionals(signal: np.ndarray, sample_rate: int, window_s: float) -> np.ndarray:
+  """eGeMAPSv02 functionals over a centred ``window_s`` window every 40 ms.
+
+  Args:
+    signal: ``[n]`` mono float samples in [-1, 1].
+    sample_rate: Hz (any; openSMILE works at the given rate).
+    window_s: window length in seconds (4.0 arousal, 6.0 valence on RECOLA).
+
+  Returns:
+    ``[round(n / sample_rate / 0.04) + 1, 88]`` float32; row ``t`` holds the
+    functionals of ``[0.04 t - W/2, 0.04 t + W/2]``; rows whose window would
+    leave the signal repeat the first / last full window's vector.  A signal
+    shorter than the window gets one vector for the whole signal on every row.
+    openSMILE's NaN/inf outputs (none seen; the corpus has none) become 0.
+
+  Raises:
+    AudioError: opensmile is not installed; the signal is shorter than
+      :data:`MIN_SECONDS`.
+  """
+  signal = np.asarray(signal, np.float32).reshape(-1)
+  seconds = signal.size / sample_rate
+  if seconds < MIN_SECONDS:
+    raise AudioError(f"{seconds:.3f} s of audio; at least {MIN_SECONDS} s is needed")
+  frames = num_frames(seconds)
+  windows = np.zeros((0, NUM_FEATURES), np.float32)
+  if seconds >= window_s:
+    windows = _smile(window_s).process_signal(signal, sample_rate).to_numpy(np.float32)
+  if windows.shape[0] == 0:  # shorter than one window: the whole signal's functionals
+    windows = _smile(None).process_signal(signal, sample_rate).to_numpy(np.float32)
+    return np.repeat(windows[:1], frames, axis=0)
+  half = round(window_s / 2 / FRAME_S)
+  index = np.clip(np.arange(frames) - half, 0, windows.shape[0] - 1)
+  return np.nan_to_num(windows[index], nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def audio_features(wav: str | os.PathLike[str] | tuple[np.ndarray, int],
+                   variants: Sequence[str] = ("arousal", "valence")) -> np.ndarray:
+  """A WAV's RECOLA audio features, the ``variants`` side by side.
+
+  Args:
+    wav: a WAV path (:func:`read_wav`) or ``(signal [n], sample_rate)``.
+    variants: ``"arousal"`` (4 s windows) and/or ``"valence"`` (6 s), in
+      the order wanted: a run's ``DataConfig.variants()``.
+
+  Returns:
+    ``[frames, 88 * len(variants)]`` float32, ``frames = round(duration /
+    0.04) + 1``; columns ``88 i : 88 (i + 1)`` are variant ``i``'s eGeMAPSv02
+    functionals in the corpus's column order.
+
+  Raises:
+    AudioError: the WAV cannot be read (:func:`read_wav`) or opensmile is
+      missing.
+    ValueError: an unknown variant name.
+  """
+  for v in variants:
+    if v not in WINDOW_S:
+      raise ValueError(f"variant {v!r}: expected one of {sorted(WINDOW_S)}")
+  signal, rate = wav if isinstance(wav, tuple) else read_wav(wav)
+  return np.concatenate([window_functionals(signal, rate, WINDOW_S[v]) for v in variants],
+                        axis=1)
