@@ -495,7 +495,7 @@ def train_and_evaluate(config: RunConfig, workdir: str | Path, report: Report | 
     return results
   if config.batch_size % jax.device_count():
     raise wd.RunError(f"--batch_size={config.batch_size} is not divisible by the "
-                      f"{jax.device_count()} devices")
+                      f"{jax.device_count()} devices (--cpu_devices on a CPU)")
   is_main = jax.process_index() == 0
   data = run_data.load_run_data(config, wd.read_stats(workdir))
   config, core = data.config, data.config.core

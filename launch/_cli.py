@@ -59,7 +59,10 @@ def resolve_flagfiles(argv: list[str]) -> list[str]:
     if a in ("--flagfile", "-flagfile") and i + 1 < len(argv):
       name, joined = argv[i + 1], False
     if name is not None:
-      if not Path(name).exists() and (LAUNCH_DIR / name).exists():
+      if not Path(name).exists():
+        if not (LAUNCH_DIR / name).exists():
+          fail(f"--flagfile={name}: not found in the working directory or in "
+               f"{LAUNCH_DIR}", 2)
         name = str(LAUNCH_DIR / name)
       out.append(f"--flagfile={name}")
       i += 1 if joined else 2
@@ -179,8 +182,16 @@ def parse_argv(argv: list[str], usage: str, config_cls: type,
 
 
 def parse_flags(argv: list[str], flag_values=flags.FLAGS) -> list[str]:
-  """Parse ``argv`` into ``flag_values`` (e.g. a :func:`script_flags` set);
-  a flag error is one ``error:`` line, exit 2.  Returns the arguments left."""
+  """Parse ``argv`` into ``flag_values`` (e.g. a :func:`script_flags` set):
+  flagfiles found in ``launch/`` too; ``--help`` prints the flags and exits
+  0; a flag error is one ``error:`` line, exit 2.  Returns the arguments
+  left."""
+  argv = resolve_flagfiles(argv)
+  if any(a in HELP_ARGS for a in argv[1:]):
+    import __main__  # noqa: PLC0415  (the script's own docstring, at help time only)
+    print((getattr(__main__, "__doc__", None) or "").strip() + "\n")
+    print(flag_values.get_help(include_special_flags=False))
+    sys.exit(0)
   try:
     rest = flag_values(argv)
   except flags.Error as e:

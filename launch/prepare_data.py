@@ -24,6 +24,7 @@ what is read from them: docs/DATA.md.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -35,19 +36,20 @@ from emobed_datasets import demo, recola
 from emobed_datasets.common import default_data_dir
 from emobed_datasets.errors import DataError
 
+FLAGS = _cli.script_flags()  # its own set: one-line flag errors, importable beside others
 _DATASET = flags.DEFINE_enum(
-    "dataset", None, ["recola", "demo"], "Which dataset to prepare.")
+    "dataset", None, ["recola", "demo"], "Which dataset to prepare.", flag_values=FLAGS)
 _MANUAL_DIR = flags.DEFINE_string(
     "manual_dir", None,
     "recola: the unpacked AVEC 2016 RECOLA package (with "
-    "ratings_gold_standard/ and features_*/).")
+    "ratings_gold_standard/ and features_*/). Default: $RECOLA_DIR.", flag_values=FLAGS)
 _DATA_DIR = flags.DEFINE_string(
     "data_dir", None,
-    "Where prepared data goes. Default: $EMOBED_DATA_DIR, else ~/emobed_data.")
-_SEED = flags.DEFINE_integer("seed", 0, "demo: corpus seed.")
+    "Where prepared data goes. Default: $EMOBED_DATA_DIR, else ~/emobed_data.", flag_values=FLAGS)
+_SEED = flags.DEFINE_integer("seed", 0, "demo: corpus seed.", flag_values=FLAGS)
 _OVERWRITE = flags.DEFINE_bool(
-    "overwrite", False, "Rebuild even if the prepared data exists.")
-flags.mark_flag_as_required("dataset")
+    "overwrite", False, "Rebuild even if the prepared data exists.", flag_values=FLAGS)
+flags.mark_flag_as_required("dataset", flag_values=FLAGS)
 
 
 def _say(message: str) -> None:
@@ -66,11 +68,12 @@ def _summary(builder) -> None:
 
 def _prepare(data_dir: Path):
   if _DATASET.value == "recola":
-    if not _MANUAL_DIR.value:
+    manual = _MANUAL_DIR.value or os.environ.get("RECOLA_DIR", "")
+    if not manual:
       raise _UsageError(
-          "--manual_dir is required with --dataset=recola (the unpacked "
-          "AVEC 2016 RECOLA package)")
-    manual_dir = Path(_MANUAL_DIR.value).expanduser()
+          "--manual_dir (or $RECOLA_DIR) is required with --dataset=recola (the "
+          "unpacked AVEC 2016 RECOLA package)")
+    manual_dir = Path(manual).expanduser()
     if recola.is_prepared(data_dir) and not _OVERWRITE.value:
       recola.check_source(data_dir, manual_dir)  # the copy is of this package
       _say(f"already prepared at {recola.prepared_path(data_dir)} from {manual_dir}; "
@@ -116,8 +119,9 @@ class _UsageError(Exception):
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
-    _cli.fail(f"unexpected arguments {' '.join(argv[1:])!r}")
-  if not flags.FLAGS["verbosity"].present:
+    _cli.fail(f"unexpected arguments {' '.join(argv[1:])!r} (flags are written "
+              "--name=value)", 2)
+  if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # our own lines report progress
   data_dir = (Path(_DATA_DIR.value).expanduser() if _DATA_DIR.value
               else default_data_dir())
@@ -131,4 +135,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=lambda argv: _cli.parse_flags(argv, FLAGS))

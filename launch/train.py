@@ -68,7 +68,9 @@ def _reporter(terms: tuple[str, ...]):
     elif kind == "warning":
       print(f"warning: {info['message']}", file=sys.stderr, flush=True)
     elif kind == "resume":
-      _cli.say(f"resuming from step {info['step']} (best so far: step {info['best_step']})")
+      best = info["best_step"]
+      _cli.say(f"resuming from step {info['step']} (best so far: "
+               f"{'step ' + str(best) if best is not None else 'none yet'})")
     elif kind == "train":
       parts = " ".join(f"{t.replace('task_', '')} {info[t]:.4f}" for t in terms
                        if t not in ("loss", "task_target", "grad_norm"))
@@ -141,6 +143,10 @@ def main(argv: list[str]) -> None:
   except C.ConfigError as e:
     _cli.fail(e)
   cores = FLAGS.cpu_devices or _auto_cpu_devices(os.cpu_count() or 1, cfg.batch_size)
+  if not FLAGS.cpu_devices and cores < (os.cpu_count() or 1):
+    _cli.say(f"note: {cores} host device{'s' if cores > 1 else ''} (not one per core: "
+             f"the largest count that divides --batch_size={cfg.batch_size}); set "
+             "--cpu_devices to choose")
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                              + f" --xla_force_host_platform_device_count={cores}").strip()
   configure_malloc(FLAGS.malloc_tuning)  # before JAX starts its threads

@@ -80,3 +80,21 @@ def test_unknown_dataset_flag_fails():
   result = _run("--dataset=imagenet")
   assert result.returncode != 0
   assert "Traceback" not in result.stderr
+
+
+def test_flag_errors_are_one_line_exit_2_and_help_exits_0(tmp_path):
+  for args, needle in ((["--dataset=demo", "--bogus"], "bogus"),
+                       (["--dataset=demo", "stray"], "stray")):
+    result = _run(*args)
+    assert result.returncode == 2, result.stderr
+    lines = [l for l in result.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], lines
+  result = _run("--help")
+  assert result.returncode == 0 and "--manual_dir" in result.stdout and "RECOLA_DIR" in result.stdout
+
+
+def test_recola_dir_is_the_default_manual_dir(tmp_path):
+  missing = tmp_path / "from_env"
+  result = _run("--dataset=recola", f"--data_dir={tmp_path / 'data'}",
+                env={"RECOLA_DIR": str(missing)})
+  _assert_user_error(result, str(missing))
