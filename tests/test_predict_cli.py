@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
-import time
 
 import numpy as np
 import pytest
@@ -45,19 +44,6 @@ def _main(mod, name, *args):
     return e.code
 
 
-def speech_like(seconds=7.0, rate=16000, seed=0):
-  """A harmonic tone with a gliding pitch, syllable-like amplitude bursts and noise."""
-  rng = np.random.default_rng(seed)
-  t = np.arange(int(seconds * rate)) / rate
-  f0 = 150 + 40 * np.sin(2 * np.pi * 0.25 * t) + 15 * np.sin(2 * np.pi * 2.3 * t)
-  phase = 2 * np.pi * np.cumsum(f0) / rate
-  voiced = sum(np.sin(k * phase) / k for k in range(1, 15))
-  syllables = np.clip(np.sin(2 * np.pi * 3.0 * t), 0, None) ** 0.5
-  loud = 0.55 + 0.45 * np.sin(2 * np.pi * 0.15 * t)
-  return (0.25 * syllables * loud * voiced / 3 + 0.01 * rng.standard_normal(t.size)
-          ).astype(np.float32)
-
-
 @pytest.fixture(scope="module")
 def run(demo_dir, tmp_path_factory):
   """A finished EmoBed audio run (arousal and valence, 176 input columns)."""
@@ -70,7 +56,7 @@ def run(demo_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def wav(tmp_path_factory):
   path = tmp_path_factory.mktemp("wav") / "utterance.wav"
-  soundfile.write(path, speech_like(), 16000, subtype="PCM_16")
+  soundfile.write(path, features.synthetic_utterance(), 16000, subtype="PCM_16")
   return path
 
 
@@ -80,9 +66,9 @@ def test_features_of_a_wav_shape_frames_no_nan(wav, tmp_path):
   assert x.dtype == np.float32 and np.all(np.isfinite(x))
   assert x[:, :88].std(axis=0).max() > 0  # windows differ over time
   # 24-bit stereo at 44.1 kHz and float at 8 kHz read too (same duration -> same frames)
-  sig = speech_like(seconds=4.5, rate=44100)
+  sig = features.synthetic_utterance(seconds=4.5, rate=44100)
   soundfile.write(tmp_path / "s24.wav", np.stack([sig, 0.5 * sig], 1), 44100, subtype="PCM_24")
-  soundfile.write(tmp_path / "f32.wav", speech_like(4.5, 8000), 8000, subtype="FLOAT")
+  soundfile.write(tmp_path / "f32.wav", features.synthetic_utterance(4.5, 8000), 8000, subtype="FLOAT")
   for name in ("s24.wav", "f32.wav"):
     y = features.audio_features(tmp_path / name, ("arousal",))
     assert y.shape == (features.num_frames(4.5), 88) and np.all(np.isfinite(y))
@@ -120,28 +106,6 @@ def test_windowed_functionals_equal_opensmile_on_the_window(wav):
   np.testing.assert_array_equal(x[50], win.to_numpy(np.float32)[0])  # centred: t = k + 50
   np.testing.assert_array_equal(x[0], x[50])  # edges repeated
   np.testing.assert_array_equal(x[-1], win.to_numpy(np.float32)[-1])
-
-
-def test_feature_speed(tmp_path):
-  """Seconds per minute of audio, on one minute (printed; run with -s to see
-  the table; EMOBED_SPEED_MINUTES=5 measures five minutes, ~25 s)."""
-  import os
-  minutes = int(os.environ.get("EMOBED_SPEED_MINUTES", "1"))
-  path = tmp_path / "speech.wav"
-  sig = np.tile(speech_like(30.0, 16000, seed=1), 2 * minutes)
-  soundfile.write(path, sig, 16000, subtype="PCM_16")
-  rows = []
-  for variants in (("arousal", "valence"),) if minutes == 1 else (
-      ("arousal",), ("valence",), ("arousal", "valence")):
-    t = time.perf_counter()
-    x = features.audio_features(path, variants)
-    dt = time.perf_counter() - t
-    assert x.shape == (1500 * minutes + 1, 88 * len(variants))
-    rows.append(f"| {'+'.join(variants)} | {dt:.1f} | {dt / minutes:.2f} | "
-                f"{60 * minutes / dt:.0f}x |")
-  print(f"\n| variants | s for {minutes} min | s per min of audio | real time |\n"
-        "|---|---|---|---|\n"
-        + "\n".join(rows))
 
 
 def test_predict_a_wav_writes_csv_and_png(run, wav, tmp_path, capsys):
