@@ -97,6 +97,7 @@ def _wait_for_checkpoint_after(ckpts, step, timeout=240):
   raise AssertionError(f"no checkpoint after step {step} in {ckpts}")
 
 
+@pytest.mark.usefixtures("full_optimisation")
 def test_kills_and_sigterm_lose_nothing(demo_dir, tmp_path, cli):
   """SIGKILL at random (seeded) moments and a SIGTERM, each followed
   by the same command: the final results equal an uninterrupted run's, bit
