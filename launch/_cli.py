@@ -20,7 +20,7 @@ REPO_ROOT = LAUNCH_DIR.parent
 
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO_ROOT]
 
-from absl import app, flags  # noqa: E402  (after the sys.path guard)
+from absl import app, flags, logging  # noqa: E402  (after the sys.path guard)
 
 from emobed_jax import config as C  # noqa: E402  (creates no JAX backend)
 
@@ -208,6 +208,22 @@ def script_flags() -> flags.FlagValues:
   fv = flags.FlagValues()
   flags.DEFINE_flag(flags.FLAGS["verbosity"], flag_values=fv)
   return fv
+
+
+def start(argv: list[str], flag_values=flags.FLAGS) -> None:
+  """The first lines of every script's ``main``: leftover arguments are a
+  one-line error (exit 2); absl logging is quiet unless ``--verbosity`` is
+  given (the script's own lines report progress)."""
+  if len(argv) > 1:
+    fail(f"unexpected arguments {' '.join(argv[1:])!r} (flags are written --name=value)", 2)
+  if not flag_values["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+
+
+def run_script(main, flag_values) -> None:
+  """``absl.app.run(main)`` for a script with its own :func:`script_flags`
+  set, parsed by :func:`parse_flags` (help, one-line errors)."""
+  app.run(main, argv=sys.argv, flags_parser=lambda argv: parse_flags(argv, flag_values))
 
 
 def run(main, usage: str, config_cls: type, extra: Sequence[tuple[str, str]] = (),

@@ -23,9 +23,7 @@ import _cli  # first: the sys.path guard
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app
 from absl import flags
-from absl import logging
 
 from emobed_jax import models
 
@@ -70,8 +68,7 @@ def relative_differences(out, ref) -> tuple[float, float]:
 
 
 def main(argv):
-  del argv
-  logging.set_verbosity(logging.WARNING)  # no absl INFO lines about absent TPUs
+  _cli.start(argv, FLAGS)  # also: no absl INFO lines about absent TPUs
   platform = jax.default_backend()
   rtol = _RTOL.value or (1e-4 if platform == "cpu" else 2e-2)
   print(f"platform {platform} ({jax.devices()[0].device_kind}), jax {jax.__version__}, "
@@ -100,4 +97,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=lambda argv: _cli.parse_flags(argv, FLAGS))
+  _cli.run_script(main, FLAGS)

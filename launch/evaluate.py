@@ -22,11 +22,10 @@ import dataclasses
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import _cli
-from absl import flags, logging
+from absl import flags
 
 FLAGS = _cli.script_flags()
 flags.DEFINE_string("workdir", "", "The run folder written by launch/train.py.",
@@ -136,11 +135,7 @@ def host_devices(workdir: Path) -> None:
 
 
 def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    _cli.fail(f"unexpected arguments {' '.join(argv[1:])!r} (flags are written "
-              "--name=value)", 2)
-  if not FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
+  _cli.start(argv, FLAGS)
   if not FLAGS.workdir:
     _cli.fail("--workdir is required (see --help)", 2)
   from emobed_datasets.errors import DataError
@@ -168,8 +163,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  if any(a in _cli.HELP_ARGS for a in sys.argv[1:]):
-    print(__doc__.strip() + "\n\nFlags:\n" + FLAGS.get_help(include_special_flags=False))
-    sys.exit(0)
-  from absl import app
-  app.run(main, argv=sys.argv, flags_parser=lambda a: _cli.parse_flags(a, FLAGS))
+  _cli.run_script(main, FLAGS)

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import _cli  # first: the sys.path guard
-from absl import app, flags
+from absl import flags
 
 from emobed_jax import features
 
@@ -26,8 +26,7 @@ _MINUTES = flags.DEFINE_integer("minutes", 5, "Length of the test WAV in minutes
 
 
 def main(argv):
-  if len(argv) > 1:
-    _cli.fail(f"unexpected arguments {' '.join(argv[1:])!r}", 2)
+  _cli.start(argv, FLAGS)
   import soundfile  # noqa: PLC0415  (optional: the audio extra)
   minutes = _MINUTES.value
   with tempfile.TemporaryDirectory() as d:
@@ -46,4 +45,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=lambda argv: _cli.parse_flags(argv, FLAGS))
+  _cli.run_script(main, FLAGS)

@@ -21,12 +21,11 @@ valence/<rec>.arff sibling is read too), or a folder of them. Errors are one
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 
 import _cli
-from absl import flags, logging
+from absl import flags
 
 FLAGS = _cli.script_flags()
 flags.DEFINE_string("workdir", "", "The run folder written by launch/train.py.",
@@ -155,11 +154,7 @@ def write_outputs(name: str, pred, out_dir: Path, predictor) -> tuple[Path, Path
 
 
 def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    _cli.fail(f"unexpected arguments {' '.join(argv[1:])!r} (flags are written "
-              "--name=value)", 2)
-  if not FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
+  _cli.start(argv, FLAGS)
   if not FLAGS.workdir or not FLAGS.input:
     _cli.fail("--workdir and --input are required (see --help)", 2)
   from emobed_jax import config as C
@@ -191,8 +186,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  if any(a in _cli.HELP_ARGS for a in sys.argv[1:]):
-    print(__doc__.strip() + "\n\nFlags:\n" + FLAGS.get_help(include_special_flags=False))
-    sys.exit(0)
-  from absl import app
-  app.run(main, argv=sys.argv, flags_parser=lambda a: _cli.parse_flags(a, FLAGS))
+  _cli.run_script(main, FLAGS)

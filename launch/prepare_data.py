@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 import _cli  # noqa: F401  (first: the sys.path guard)
-from absl import app, flags, logging
+from absl import flags
 
 from emobed_datasets import demo, recola
 from emobed_datasets.common import default_data_dir
@@ -118,11 +118,7 @@ class _UsageError(Exception):
 
 
 def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    _cli.fail(f"unexpected arguments {' '.join(argv[1:])!r} (flags are written "
-              "--name=value)", 2)
-  if not FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)  # our own lines report progress
+  _cli.start(argv, FLAGS)
   data_dir = (Path(_DATA_DIR.value).expanduser() if _DATA_DIR.value
               else default_data_dir())
   try:
@@ -135,4 +131,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=lambda argv: _cli.parse_flags(argv, FLAGS))
+  _cli.run_script(main, FLAGS)

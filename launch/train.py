@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import _cli  # noqa: F401  (first: the sys.path guard)
-from absl import flags, logging
+from absl import flags
 
 from emobed_datasets.errors import DataError
 from emobed_jax import config as C  # no JAX backend yet: --cpu_devices comes first
@@ -133,11 +133,7 @@ def _auto_cpu_devices(cores: int, batch_size: int) -> int:
 
 
 def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    _cli.fail(f"unexpected arguments {' '.join(argv[1:])!r} (flags are written "
-              "--name=value)", 2)
-  if not FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
+  _cli.start(argv, FLAGS)
   try:
     cfg = _cli.config_from_flags(C.RunConfig, FLAGS).validate()
   except C.ConfigError as e:
