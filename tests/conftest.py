@@ -40,24 +40,8 @@ def fast_compile():
   Use with ``pytestmark = pytest.mark.usefixtures("fast_compile")``."""
   import jax
   jax.config.update("jax_disable_most_optimizations", True)
-  _FAST_COMPILE[0] = True
   yield
   jax.config.update("jax_disable_most_optimizations", False)
-  _FAST_COMPILE[0] = False
-
-
-_FAST_COMPILE = [False]  # whether a module's fast_compile is in force
-
-
-@pytest.fixture
-def full_optimisation():
-  """XLA with its optimisations, whatever a module around set: for a test
-  that compares this process's results bit for bit with a launch/
-  subprocess's."""
-  import jax
-  jax.config.update("jax_disable_most_optimizations", False)
-  yield
-  jax.config.update("jax_disable_most_optimizations", _FAST_COMPILE[0])
 
 
 @pytest.fixture(scope="session")

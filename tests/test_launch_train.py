@@ -97,16 +97,18 @@ def _wait_for_checkpoint_after(ckpts, step, timeout=240):
   raise AssertionError(f"no checkpoint after step {step} in {ckpts}")
 
 
-@pytest.mark.usefixtures("full_optimisation")
-def test_kills_and_sigterm_lose_nothing(demo_dir, tmp_path, cli):
+def test_kills_and_sigterm_lose_nothing(demo_dir, tmp_path):
   """SIGKILL at random (seeded) moments and a SIGTERM, each followed
   by the same command: the final results equal an uninterrupted run's, bit
   for bit (same device count), and metrics.jsonl has no step twice.
   SIGTERM saves a checkpoint and exits with 75 and one line, within 30 s."""
   common = ["--flagfile=demo.flags", f"--data_dir={demo_dir}", "--epochs=20",
             "--setting=mono", "--cpu_devices=8", *FAST]
-  ref = cli(*common, f"--workdir={tmp_path / 'ref'}")
-  assert ref.returncode == 0, ref.stderr
+  # The reference is a subprocess too: bit-for-bit equality holds between runs
+  # of the same program in the same environment, and a pytest worker is not
+  # that (CI once saw its in-process reference differ in the 8th digit).
+  ref = run([*common, f"--workdir={tmp_path / 'ref'}"])
+  assert ref.returncode == 0, ref.stderr[-3000:]
   want = json.loads((tmp_path / "ref" / "results.json").read_text())
 
   wd = tmp_path / "run"
