@@ -25,11 +25,18 @@ from emobed_jax.lstm_cell import pallas_supports_hidden
 
 SETTINGS = ("mono", "joint", "crossmodal", "emobed")
 TASKS = ("regression", "classification")
+LEVELS = ("frame", "utterance")
 RNN_TYPES = ("lstm", "gru")
 POOLINGS = ("mean", "attention")
 RNN_IMPLS = ("auto", "scan", "pallas", "wavefront")
 OPTIMIZERS = ("adam", "adamw", "sgd")
-EVAL_SPLITS = ("dev", "train")
+EVAL_SPLITS = ("auto", "dev", "train", "validation", "test")
+#: Tasks a run may ask for; ``auto`` is the corpus's own (RECOLA: regression,
+#: OMG-Emotion: the paper's 7-class classification).
+TASK_CHOICES = ("auto",) + TASKS
+CLASS_WEIGHTS = ("none", "inverse")
+#: Audio features of OMG-Emotion utterances (emobed_datasets.omg_emotion).
+OMG_AUDIO_FEATURES = ("egemaps_lld", "egemaps_functionals", "compare_lld")
 
 
 def option(default: Any, help: str, *, choices: tuple[str, ...] | None = None,
@@ -129,7 +136,11 @@ class LossConfig:
   num_bins: int = option(3, "Quantile bins per dimension defining 'same emotion' "
                           "(regression: same joint bin).")
   triplet_segment: int = option(50, "Frames pooled into one embedding for the triplet "
-                                 "loss (50 frames = 2 s at 40 ms).")
+                                 "loss (50 frames = 2 s at 40 ms; utterance tasks embed "
+                                 "whole utterances).")
+  class_weights: str = option("none", "Classification: per-class loss weights against "
+                              "class imbalance: none, or inverse = N / (C * N_c) over the "
+                              "training utterances.", choices=CLASS_WEIGHTS)
 
   def validate(self) -> "LossConfig":
     _check(self.lambda_aux >= 0, "lambda_aux", "a value >= 0", self.lambda_aux)
@@ -142,6 +153,8 @@ class LossConfig:
            "an integer >= 2", self.num_bins)
     _check(isinstance(self.triplet_segment, int) and self.triplet_segment > 0,
            "triplet_segment", "a positive integer", self.triplet_segment)
+    _check(self.class_weights in CLASS_WEIGHTS, "class_weights", f"one of {CLASS_WEIGHTS}",
+           self.class_weights)
     return self
 
 
@@ -168,11 +181,14 @@ class TaskConfig:
 
   ``num_outputs``: regression dimensions (e.g. 2 = arousal, valence) or the
   number of classes.  ``target_dim`` / ``aux_dim``: input feature widths of
-  the target and auxiliary modality.
+  the target and auxiliary modality.  ``level``: ``frame`` (one prediction
+  per frame, RECOLA) or ``utterance`` (one per utterance, OMG-Emotion;
+  classification is always per utterance).
   """
   setting: str = option("emobed", "Training setting: mono, joint (shared head), "
                          "crossmodal (triplet loss), emobed (both).", choices=SETTINGS)
   task: str = derived("regression")
+  level: str = derived("frame")
   num_outputs: int = derived(2)
   target_dim: int = derived(88)
   aux_dim: int = derived(168)
@@ -181,13 +197,21 @@ class TaskConfig:
   def parts(self) -> dict[str, bool]:
     return SETTING_PARTS[self.setting]
 
+  @property
+  def per_utterance(self) -> bool:
+    """One prediction per utterance (classification, or utterance-level
+    regression), not one per frame."""
+    return self.task == "classification" or self.level == "utterance"
+
   def validate(self) -> "TaskConfig":
     _check(self.setting in SETTINGS, "setting", f"one of {SETTINGS}", self.setting)
     _check(self.task in TASKS, "task", f"one of {TASKS}", self.task)
     _check(isinstance(self.num_outputs, int) and self.num_outputs > 0,
            "num_outputs", "a positive integer", self.num_outputs)
+    _check(self.level in LEVELS, "level", f"one of {LEVELS}", self.level)
     if self.task == "classification":
       _check(self.num_outputs >= 2, "num_outputs", ">= 2 classes", self.num_outputs)
+
     _check(isinstance(self.target_dim, int) and self.target_dim > 0, "target_dim",
            "a positive feature width", self.target_dim)
     if self.parts["aux"]:
@@ -217,7 +241,10 @@ class CoreConfig:
     return dataclasses.replace(self, **new).validate()
 
 
-DATASETS = ("recola", "demo")
+DATASETS = ("recola", "demo", "omg", "demo_omg")
+#: Corpora of utterances (one label per utterance), the others are
+#: continuous recordings (a label every frame).
+UTTERANCE_DATASETS = ("omg", "demo_omg")
 #: Modality names: a RECOLA feature set, or an alias.
 MODALITY_ALIASES = {"audio": "audio", "video": "video_appearance"}
 FEATURE_SET_NAMES = ("audio", "video_appearance", "video_geometric", "ecg",
@@ -235,12 +262,27 @@ class DataConfig:
   valence); ``auto`` takes the matching one for a single dimension and
   concatenates both for two.
   """
-  dataset: str = option("demo", "Corpus: real RECOLA or the generated demo.",
+  dataset: str = option("demo", "Corpus: recola, omg (OMG-Emotion), or the generated "
+                         "demo corpora in their formats: demo (RECOLA), demo_omg.",
                          choices=DATASETS)
+  task: str = option("auto", "What to predict: auto = the corpus's own (recola: "
+                     "arousal/valence per frame; omg: the paper's 7 classes per utterance); "
+                     "omg also takes regression (arousal/valence per utterance, CCC over "
+                     "utterances, the challenge's task).", choices=TASK_CHOICES)
   data_dir: str = option("", "Prepared data. Default: $EMOBED_DATA_DIR, else "
                           "~/emobed_data.", identity=False)
   manual_dir: str = option("", "recola: the unpacked AVEC 2016 package (default: "
-                            "$RECOLA_DIR).", identity=False)
+                            "$RECOLA_DIR); omg: the folder with the organisers' CSVs and "
+                            "clips (default: $OMG_DIR).", identity=False)
+  omg_split_dirs: tuple[str, ...] = option(
+      ("train", "validation", "test"), "omg: folders of the train, validation and test "
+      "clips under --manual_dir (the organisers' download script takes the target folder "
+      "as an argument).", identity=False)
+  omg_audio_features: str = option(
+      "egemaps_lld", "omg: audio features computed from the clips with openSMILE: "
+      "egemaps_lld (25 low-level descriptors every 10 ms), egemaps_functionals (88 "
+      "functionals of sliding windows), compare_lld (ComParE 2016, 65 descriptors every "
+      "10 ms).", choices=OMG_AUDIO_FEATURES)
   demo_seed: int = option(0, "demo: corpus seed.")
   modality: str = option("audio", "Target (inference) modality: audio, video, or a "
                           "RECOLA feature set (video_appearance, video_geometric, ecg, "
@@ -259,13 +301,29 @@ class DataConfig:
   frame_rate: float = derived(25.0)
   val_recordings: int = option(2, "Train recordings held out (the last ones) for "
                                 "model selection; 0 = select on the evaluation split.")
-  eval_split: str = option("dev", "Split of the final metrics (RECOLA test labels "
-                            "were never released).", choices=EVAL_SPLITS)
+  eval_split: str = option("auto", "Split of the final metrics: auto = dev on RECOLA "
+                            "(its test labels were never released), test on OMG-Emotion "
+                            "(labelled test; model selection on validation).",
+                            choices=EVAL_SPLITS)
+  length_buckets: int = option(4, "omg: training batches are cut from utterances of "
+                               "similar length, padded to one of this many lengths "
+                               "(quantiles of the training lengths; one compile each).")
 
   def __post_init__(self):
     if not self.aux_modality:  # the other of audio/video
       object.__setattr__(self, "aux_modality",
                          "video" if self.modality == "audio" else "audio")
+    # "auto" resolves to the corpus's own, so config.json names what ran.
+    utt = self.dataset in UTTERANCE_DATASETS
+    if self.task == "auto":
+      object.__setattr__(self, "task", "classification" if utt else "regression")
+    if self.eval_split == "auto":
+      object.__setattr__(self, "eval_split", "test" if utt else "dev")
+
+  @property
+  def utterances(self) -> bool:
+    """An utterance corpus (OMG-Emotion or its demo): one label per utterance."""
+    return self.dataset in UTTERANCE_DATASETS
 
   def feature_set(self, which: str) -> str:
     name = getattr(self, which)
@@ -300,8 +358,24 @@ class DataConfig:
       _check(isinstance(v, int) and v > 0, name, "a positive integer", v)
     _check(self.delay_s >= 0, "delay_s", "a delay >= 0 seconds", self.delay_s)
     _check(self.val_recordings >= 0, "val_recordings", "an integer >= 0", self.val_recordings)
-    _check(self.eval_split in EVAL_SPLITS, "eval_split",
-           "'dev' (RECOLA test labels were never released)", self.eval_split)
+    if self.utterances:
+      _check(self.modality in ("audio", "video"), "modality", "audio or video on OMG-Emotion",
+             self.modality)
+      _check(self.aux_modality in ("audio", "video"), "aux_modality",
+             "audio or video on OMG-Emotion", self.aux_modality)
+      _check(self.eval_split in ("validation", "test"), "eval_split",
+             "'validation' or 'test' on OMG-Emotion", self.eval_split)
+      _check(len(self.omg_split_dirs) == 3 and all(self.omg_split_dirs), "omg_split_dirs",
+             "three folder names (train, validation, test)", ",".join(self.omg_split_dirs))
+      _check(self.omg_audio_features in OMG_AUDIO_FEATURES, "omg_audio_features",
+             f"one of {OMG_AUDIO_FEATURES}", self.omg_audio_features)
+      _check(isinstance(self.length_buckets, int) and self.length_buckets >= 1,
+             "length_buckets", "a positive integer", self.length_buckets)
+    else:
+      _check(self.task == "regression", "task", "regression (or auto) on RECOLA, whose "
+             "gold standard is continuous", self.task)
+      _check(self.eval_split in ("dev", "train"), "eval_split",
+             "'dev' (RECOLA test labels were never released)", self.eval_split)
     return self
 
 
@@ -392,8 +466,10 @@ def options(cls: type = None, prefix: tuple[str, ...] = ()) -> list[Option]:
   :class:`RunConfig`), depth first in declaration order.
 
   Raises:
-    ConfigError: two leaves share a name (flags are flat, so names must be
-      unique across sections).
+    ConfigError: two flag fields share a name (flags are flat, so their
+      names must be unique across sections; a :func:`derived` field may share
+      its name with a flag, e.g. ``data.task`` asked for and ``core.task.task``
+      resolved from it).
   """
   cls = cls or RunConfig
   hints = typing.get_type_hints(cls)
@@ -407,6 +483,8 @@ def options(cls: type = None, prefix: tuple[str, ...] = ()) -> list[Option]:
   if not prefix:
     seen: dict[str, Option] = {}
     for o in out:
+      if not o.is_flag:
+        continue
       if o.name in seen:
         raise ConfigError(f"config: field name {o.name!r} is used by both "
                           f"{'.'.join(seen[o.name].path)} and {'.'.join(o.path)}")
@@ -421,7 +499,7 @@ def from_flat(values: dict[str, Any], cls: type = None) -> Any:
   cls = cls or RunConfig
   nested: dict[str, Any] = {}
   for o in options(cls):
-    if o.name in values:
+    if o.is_flag and o.name in values:
       d = nested
       for p in o.path[:-1]:
         d = d.setdefault(p, {})

@@ -182,16 +182,17 @@ class Pool(nn.Module):
 
 
 class Head(nn.Module):
-  """Recognition head.  Regression: per frame ``[B,T,H] -> [B,T,D]``;
-  classification: pooled ``[B,T,H] -> [B,C]`` logits."""
-  task: str
+  """Recognition head.  Per frame ``[B,T,H] -> [B,T,D]``; per utterance
+  (``pooled``: classification, utterance-level regression): pooled
+  ``[B,T,H] -> [B,D]`` values or ``[B,C]`` logits."""
+  pooled: bool
   num_outputs: int
   hidden: int
   pooling: str = "mean"
 
   @nn.compact
   def __call__(self, x, mask):
-    if self.task == "classification":
+    if self.pooled:
       x = Pool(self.pooling, name="pool")(x, mask)
     x = nn.relu(nn.Dense(self.hidden, name="hidden")(x))
     return nn.Dense(self.num_outputs, name="out")(x)
@@ -233,7 +234,7 @@ class EmoBed(nn.Module):
     parts = t.parts
 
     def head(name):
-      return Head(t.task, t.num_outputs, m.head_hidden, m.pooling, name=name)
+      return Head(t.per_utterance, t.num_outputs, m.head_hidden, m.pooling, name=name)
 
     self.target_encoder = self._encoder("target_encoder")
     self.head = head("head")
@@ -254,23 +255,29 @@ class EmoBed(nn.Module):
                    m.unroll, m.rnn_impl, name=name)
 
   def _embed(self, proj, h, mask):
-    """Embeddings of a branch: per utterance (classification) or per segment."""
-    if self.config.task.task == "classification":
+    """Embeddings of a branch: per utterance or per segment of frames."""
+    if self.config.task.per_utterance:
       return l2_normalize(proj(masked_mean(h, mask))), (jnp.sum(mask, 1) > 0).astype(jnp.float32)
     pooled, valid = segment_pool(h, mask, self.config.loss.triplet_segment)
     return l2_normalize(proj(pooled)), valid
 
-  def __call__(self, target, aux=None, mask=None, *, train: bool = False) -> dict[str, Any]:
+  def __call__(self, target, aux=None, mask=None, aux_mask=None, *,
+               train: bool = False) -> dict[str, Any]:
     """Training forward pass.
 
     Args:
       target: ``[B, T, target_dim]`` target-modality features.
-      aux: ``[B, T, aux_dim]`` auxiliary features (ignored in ``mono``).
-      mask: ``[B, T]``.
+      aux: ``[B, Ta, aux_dim]`` auxiliary features (ignored in ``mono``);
+        ``Ta = T`` for frame-level tasks (synchronous recordings), its own
+        length for utterance tasks (each modality at its own frame rate).
+      mask: ``[B, T]`` float32, 1 for real frames.
+      aux_mask: ``[B, Ta]``; None = ``mask`` (synchronous modalities).
 
     Returns:
       dict with ``target_pred`` and, per setting, ``aux_pred``,
-      ``target_emb`` / ``aux_emb`` (``[N, E]``) and ``emb_valid`` (``[N]``).
+      ``target_emb`` / ``aux_emb`` (``[N, E]``), ``emb_valid`` and
+      ``aux_emb_valid`` (``[N]``: the target's / the auxiliary's embedding
+      has at least one real frame).
     """
     parts = self.config.task.parts
     if mask is None:
@@ -283,11 +290,13 @@ class EmoBed(nn.Module):
     if aux is None:
       raise ValueError(f"aux: setting {self.config.task.setting!r} needs the "
                        "auxiliary modality's features")
-    h_a = self.aux_encoder(aux, mask, train=train)
-    out["aux_pred"] = (self.head if parts["shared_head"] else self.aux_head)(h_a, mask)
+    if aux_mask is None:
+      aux_mask = mask
+    h_a = self.aux_encoder(aux, aux_mask, train=train)
+    out["aux_pred"] = (self.head if parts["shared_head"] else self.aux_head)(h_a, aux_mask)
     if parts["triplet"]:
       out["target_emb"], out["emb_valid"] = self._embed(self.target_embed, h_t, mask)
-      out["aux_emb"], _ = self._embed(self.aux_embed, h_a, mask)
+      out["aux_emb"], out["aux_emb_valid"] = self._embed(self.aux_embed, h_a, aux_mask)
     return out
 
   def predict(self, target, mask=None):

@@ -108,13 +108,22 @@ def check_batch(batch: Mapping[str, Any], config: CoreConfig,
     if "aux" not in batch:
       raise ValueError(f"batch: setting {t.setting!r} needs key 'aux'")
     a = batch["aux"]
-    if tuple(a.shape[:-1]) != bt:
+    if "aux_mask" in batch:  # its own frame rate: its own length and mask
+      at = tuple(a.shape[:-1])
+      if at[:-1] != bt[:-1] or tuple(batch["aux_mask"].shape) != at:
+        raise ValueError(f"batch['aux'], batch['aux_mask']: expected shapes "
+                         f"{bt[:-1] + ('Ta', t.aux_dim)} and {bt[:-1] + ('Ta',)}, got "
+                         f"{tuple(a.shape)} and {tuple(batch['aux_mask'].shape)}")
+    elif tuple(a.shape[:-1]) != bt:
       raise ValueError(f"batch['aux']: expected shape {bt + (t.aux_dim,)}, got {tuple(a.shape)}")
     if a.shape[-1] != t.aux_dim:
       raise ValueError(f"batch['aux']: feature width {a.shape[-1]} differs from the "
                        f"model's aux_dim {t.aux_dim}")
   y = batch["labels"]
-  want = bt + (t.num_outputs,) if t.task == "regression" else bt[:-1]
+  if t.task == "classification":
+    want = bt[:-1]
+  else:
+    want = bt[:-1] + (t.num_outputs,) if t.per_utterance else bt + (t.num_outputs,)
   if tuple(y.shape) != want:
     raise ValueError(f"batch['labels']: expected shape {want}, got {tuple(y.shape)}")
   if not np.any(np.asarray(batch["mask"]) > 0):
@@ -125,14 +134,18 @@ def task_loss(config: CoreConfig, pred, labels, mask, axis_name, class_weights=N
   """The task loss of one branch, over the global batch.
 
   Regression: ``1 - CCC`` per dimension (:func:`emobed_jax.losses.ccc_loss`,
-  Lin 1989, population moments over all valid frames of the batch), averaged
-  over the D dimensions.  Classification: mean cross-entropy over the
-  utterances with at least one valid frame.
+  Lin 1989, population moments over all valid frames of the batch, or over
+  its utterances with at least one valid frame for utterance-level
+  regression), averaged over the D dimensions.  Classification: mean
+  cross-entropy over the utterances with at least one valid frame.
 
   Args:
-    config: gives ``task.task`` (regression or classification).
-    pred: ``[b, T, D]`` float32 per-frame predictions, or ``[b, C]`` logits.
-    labels: ``[b, T, D]`` float32 gold standard, or ``[b]`` int32 classes.
+    config: gives ``task.task`` (regression or classification) and
+      ``task.level``.
+    pred: ``[b, T, D]`` float32 per-frame predictions, ``[b, D]`` per
+      utterance, or ``[b, C]`` logits.
+    labels: ``[b, T, D]`` or ``[b, D]`` float32 gold standard, or ``[b]``
+      int32 classes.
     mask: ``[b, T]`` float32, 1 for real frames, 0 for padding.
     axis_name: the pmap axis the moments / sums are psum'd over, or None.
     class_weights: optional ``[C]`` float32 weights (classification).
@@ -140,22 +153,27 @@ def task_loss(config: CoreConfig, pred, labels, mask, axis_name, class_weights=N
   Returns:
     A float32 scalar.
   """
-  if config.task.task == "regression":
-    return jnp.mean(losses.ccc_loss(pred, labels, mask, axis_name=axis_name))
   valid = (jnp.sum(mask, axis=1) > 0).astype(jnp.float32)
+  if config.task.task == "regression":
+    if config.task.per_utterance:  # one "frame" per utterance
+      pred, labels, mask = pred[:, None], labels[:, None], valid[:, None]
+    return jnp.mean(losses.ccc_loss(pred, labels, mask, axis_name=axis_name))
   return losses.cross_entropy(pred, labels, valid, class_weights, axis_name=axis_name)
 
 
 def embedding_labels(config: CoreConfig, labels, mask, bin_edges):
   """Labels of the triplet embeddings (docs/METHOD.md, "Same emotion").
 
-  Classification: the ``[b]`` classes.  Regression: per segment of
-  ``loss.triplet_segment`` frames, the mean label of its valid frames,
-  binned with ``bin_edges`` (``[D, num_bins - 1]``) into one joint bin:
-  ``[b, T // segment]`` int32.
+  Classification: the ``[b]`` classes.  Utterance-level regression: the
+  utterance's labels binned with ``bin_edges`` (``[D, num_bins - 1]``) into
+  one joint bin, ``[b]``.  Frame-level regression: per segment of
+  ``loss.triplet_segment`` frames, the mean label of its valid frames, so
+  binned: ``[b, T // segment]`` int32.
   """
   if config.task.task == "classification":
     return labels
+  if config.task.per_utterance:
+    return losses.bin_labels(labels, bin_edges)
   seg_labels, _ = segment_pool(labels, mask, config.loss.triplet_segment)
   return losses.bin_labels(seg_labels, bin_edges)
 
@@ -174,7 +192,9 @@ def compute_losses(params, batch, rng, *, model: EmoBed, config: CoreConfig,
     params: the model's parameters.
     batch: per-device arrays (module docstring): ``target [b, T, F_t]``,
       ``aux [b, T, F_a]`` (settings with an auxiliary modality), ``mask
-      [b, T]``, ``labels [b, T, D]`` float32 or ``[b]`` int32.
+      [b, T]``, ``labels [b, T, D]`` or ``[b, D]`` float32 or ``[b]`` int32;
+      utterance corpora add ``aux_mask [b, Ta]`` (``aux`` is then ``[b, Ta,
+      F_a]``, at the auxiliary modality's own frame rate).
     rng: dropout key.
     model, config: the :class:`EmoBed` module and its config.
     bin_edges: ``[D, num_bins - 1]`` float32 (regression with a triplet loss).
@@ -188,14 +208,15 @@ def compute_losses(params, batch, rng, *, model: EmoBed, config: CoreConfig,
   parts = config.task.parts
   lc = config.loss
   out = model.apply({"params": params}, batch["target"], batch.get("aux"),
-                    batch["mask"], train=train, rngs={"dropout": rng})
+                    batch["mask"], batch.get("aux_mask"), train=train, rngs={"dropout": rng})
   mask, labels = batch["mask"], batch["labels"]
+  aux_mask = batch.get("aux_mask", mask)
   zero = jnp.zeros((), jnp.float32)
   l_target = task_loss(config, out["target_pred"], labels, mask, axis_name, class_weights)
   l_aux, l_tri = zero, zero
   total = l_target
   if parts["aux"]:
-    l_aux = task_loss(config, out["aux_pred"], labels, mask, axis_name, class_weights)
+    l_aux = task_loss(config, out["aux_pred"], labels, aux_mask, axis_name, class_weights)
     # joint/emobed weight the auxiliary task; crossmodal trains both heads fully.
     total = total + (lc.lambda_aux if parts["shared_head"] else 1.0) * l_aux
   if parts["triplet"]:
@@ -203,7 +224,7 @@ def compute_losses(params, batch, rng, *, model: EmoBed, config: CoreConfig,
     l_tri = losses.triplet_loss(
         out["target_emb"], emb_labels, out["aux_emb"], emb_labels,
         margin=lc.margin, mining=lc.mining, anchor_mask=out["emb_valid"],
-        cand_mask=out["emb_valid"], symmetric=lc.symmetric, axis_name=axis_name)
+        cand_mask=out["aux_emb_valid"], symmetric=lc.symmetric, axis_name=axis_name)
     total = total + lc.lambda_tri * l_tri
   return total, (l_target, l_aux, l_tri)
 

@@ -149,7 +149,9 @@ def test_missing_recola_says_where_it_looked_and_how_to_get_it(tmp_path, cli, mo
     (["--rnn_impl=wavefront", "--dropout=0.1"], "--dropout", 1),
     (["--rnn_impl=wavefront", "--rnn=gru"], "--rnn_impl", 1),
     (["--rnn_impl=cudnn"], "--rnn_impl", 2),
-    (["--eval_split=test"], "--eval_split", 2),
+    (["--eval_split=test"], "--eval_split", 1),        # a split RECOLA has without labels
+    (["--task=classification"], "--task", 1),         # RECOLA labels are continuous
+    (["--eval_split=nonsense"], "--eval_split", 2),
     (["--hidden=sixteen"], "--hidden", 2),
     (["--hiden=16"], "hiden", 2),                      # a mistyped flag
     (["stray_argument"], "stray_argument", 2),          # a stray positional argument
