@@ -367,6 +367,68 @@ def train_batches(source: WindowSource, global_batch: int, seed: int, num_epochs
   return ds.batch(global_batch // process_count, drop_remainder=True)
 
 
+class WindowBatches:
+  """Batch ``step`` of :func:`train_batches`, cut with one gather per array.
+
+  Same batches, bit for bit (order and values), as
+  ``train_batches(source, ...)[step]``: the window ids of each batch come
+  from :func:`train_batches` itself, applied to the window ids instead of the
+  windows (grain's shuffle permutes positions whatever the items are), so
+  the order stays grain's, a pure function of ``(seed, step)``.  The
+  windows are then cut from every recording's frames concatenated once
+  (plus one zero row for the padding of short recordings) by a single
+  ``np.take`` per array, instead of one small copy per window and array
+  and a stack (measured on 2 cores, real RECOLA widths 176/336, B=32x300:
+  see the input section of PERF_NOTES.md).
+
+  The concatenated copy costs as much host memory as the training split
+  (RECOLA train at both widths: about 0.14 GB).
+
+  Indexing: ``batches[step]`` for ``0 <= step < len(batches)`` is a dict
+  of float32 ``target [b, W, Dt]``, ``labels [b, W, D]``, ``mask [b, W]``
+  and, when the recordings have it, ``aux [b, W, Da]``, ``b`` = this
+  process's share of ``global_batch``; ``IndexError`` outside that range.
+  Thread-safe (nothing is mutated after construction).
+  """
+
+  def __init__(self, source: WindowSource, global_batch: int, seed: int, num_epochs: int,
+               process_index: int = 0, process_count: int = 1):
+    self.window = source.window
+    self._ids = train_batches(range(len(source)), global_batch, seed, num_epochs,
+                              process_index, process_count)
+    recs = source.recordings
+    offsets = np.cumsum([0] + [r.num_frames for r in recs])
+    self.num_frames = int(offsets[-1])   # the zero row's index
+    keys = ("target", "labels") + (("aux",) if recs[0].aux is not None else ())
+
+    def flat(key):
+      parts = [getattr(r, key) for r in recs]
+      zero = np.zeros((1,) + parts[0].shape[1:], np.float32)
+      return np.concatenate([*parts, zero], axis=0).astype(np.float32, copy=False)
+    self.frames = {k: flat(k) for k in keys}
+    self.start = np.asarray([offsets[r] + s for r, s in source.index], np.int64)
+    self.length = np.asarray([min(source.window, recs[r].num_frames - s)
+                              for r, s in source.index], np.int64)
+
+  def __len__(self) -> int:
+    return len(self._ids)
+
+  def window_ids(self, step: int) -> np.ndarray:
+    """``[b]`` int64: the :class:`WindowSource` items of batch ``step``."""
+    if not 0 <= step < len(self):
+      raise IndexError(f"step {step} outside the {len(self)} batches")
+    return np.asarray(self._ids[step], np.int64)
+
+  def __getitem__(self, step: int) -> dict[str, np.ndarray]:
+    ids = self.window_ids(step)
+    t = np.arange(self.window)
+    valid = t[None, :] < self.length[ids, None]                          # [b, W]
+    rows = np.where(valid, self.start[ids, None] + t[None, :], self.num_frames)
+    out = {k: np.take(v, rows, axis=0) for k, v in self.frames.items()}
+    out["mask"] = valid.astype(np.float32)
+    return out
+
+
 def steps_per_epoch(num_windows: int, global_batch: int) -> int:
   """Full global batches in one pass over ``num_windows`` windows, at least 1.
 

@@ -37,10 +37,10 @@ import optax
 from flax import struct
 from flax.training import train_state
 
-from emobed_jax import checkpoint, evaluate, losses, parallel, run_data
+from emobed_jax import checkpoint, evaluate, losses, parallel, prefetch, run_data
 from emobed_jax import workdir as wd
 from emobed_jax.config import CoreConfig, OptimConfig, RunConfig
-from emobed_jax.input_pipeline import WindowSource, steps_per_epoch, train_batches
+from emobed_jax.input_pipeline import WindowBatches, WindowSource, steps_per_epoch
 from emobed_jax.models import EmoBed, init_params, segment_pool
 
 
@@ -435,10 +435,7 @@ def _train_loop(st: TrainState, batches, rng, *, config: RunConfig, data: run_da
         save(step, None)
       ckpt.wait()
       raise RunInterrupted(step)
-    batch = batches[step]
-    if step == start_step:
-      check_batch(batch, core)
-    st, m = p_step(st, parallel.shard_batch(batch, num_devices), rng)
+    st, m = p_step(st, batches[step], rng)  # on the devices already (prefetch.DevicePrefetch)
     rate.tick(m.loss)
     done = step + 1
     acc = _accumulate(acc, m, done)
@@ -533,7 +530,7 @@ def train_and_evaluate(config: RunConfig, workdir: str | Path, report: Report | 
   with wd.locked(workdir):
     if not wd.has_checkpoint(workdir) and is_main:
       wd.write_start(workdir, config, data.stats, data.source)
-    batches = train_batches(source, config.batch_size, config.seed, config.epochs + 1,
+    batches = WindowBatches(source, config.batch_size, config.seed, config.epochs + 1,
                             jax.process_index(), jax.process_count())
     report("data", {"train": len(data.train), "val": len(data.val), "eval": len(data.eval),
                     "windows": len(source), "steps_per_epoch": spe,
@@ -554,8 +551,10 @@ def train_and_evaluate(config: RunConfig, workdir: str | Path, report: Report | 
         model, core, data.bin_edges, parallel.AXIS, skip_nonfinite=config.skip_nonfinite))
     p_eval = parallel.pmap_eval_step(functools.partial(eval_step, model=model))
     log = wd.MetricsLog(workdir, is_main, start_step=int(state.step))
+    feed = prefetch.DevicePrefetch(batches, int(state.step), total_steps,
+                                   check=functools.partial(check_batch, config=core))
     try:
-      _train_loop(parallel.replicate(state), batches, jax.random.key(config.seed + 1),
+      _train_loop(parallel.replicate(state), feed, jax.random.key(config.seed + 1),
                   config=config, data=data, p_step=p_step, p_eval=p_eval, ckpt=ckpt, log=log,
                   report=report, steps_per_epoch=spe, meta=meta,
                   stop_requested=stop_requested)
@@ -575,6 +574,7 @@ def train_and_evaluate(config: RunConfig, workdir: str | Path, report: Report | 
       if is_main:
         wd.write_results(workdir, results)
     finally:
+      feed.close()
       log.close()
       ckpt.close()
   report("done", {"results": results, "already": False})

@@ -1,0 +1,173 @@
+"""The training input path (issue 11): input_pipeline.WindowBatches and
+prefetch.DevicePrefetch give the batches of grain's train_batches bit for bit,
+in the same order, also across a resume; errors and stops reach the loop."""
+
+import dataclasses
+import threading
+
+import jax
+import numpy as np
+import pytest
+
+from emobed_jax import input_pipeline as ip
+from emobed_jax import parallel, prefetch, train
+from launch_support import FAST, parsed_config
+
+pytestmark = pytest.mark.usefixtures("fast_compile")  # nothing timed
+
+
+def rec(name, n, seed, dt=5, da=3):
+  rs = np.random.RandomState(seed)
+  return ip.Recording(name, rs.randn(n, dt).astype(np.float32),
+                      rs.randn(n, da).astype(np.float32), rs.randn(n, 2).astype(np.float32))
+
+
+def source():
+  # Lengths around the window: one shorter (padded), one exactly a window.
+  recs = [rec("a", 57, 0), rec("b", 7, 1), rec("c", 12, 2), rec("d", 31, 3)]
+  for r in recs:
+    r.target[0, 0] = -0.0  # the sign of zero must survive too
+  return ip.WindowSource(recs, window=12, hop=5)
+
+
+def assert_same(a, b):
+  assert sorted(a) == sorted(b)
+  for k in a:
+    x, y = np.asarray(a[k]), np.asarray(b[k])
+    assert x.dtype == y.dtype and x.shape == y.shape, k
+    np.testing.assert_array_equal(x, y, err_msg=k)
+    np.testing.assert_array_equal(np.signbit(x), np.signbit(y), err_msg=k)
+
+
+@pytest.mark.parametrize("process_index,process_count", [(0, 1), (1, 2)])
+def test_window_batches_equal_grains_batches_bit_for_bit(process_index, process_count):
+  src = source()
+  ref = ip.train_batches(src, 4, seed=3, num_epochs=3, process_index=process_index,
+                         process_count=process_count)
+  fast = ip.WindowBatches(src, 4, seed=3, num_epochs=3, process_index=process_index,
+                          process_count=process_count)
+  assert len(fast) == len(ref) > 8
+  for step in range(len(ref)):
+    assert_same(fast[step], ref[step])
+  with pytest.raises(IndexError):
+    fast[len(ref)]
+  # Without an auxiliary modality: no 'aux' key, as grain's.
+  mono = ip.WindowSource([dataclasses.replace(r, aux=None) for r in src.recordings], 12, 5)
+  assert_same(ip.WindowBatches(mono, 4, 3, 2)[1], ip.train_batches(mono, 4, 3, 2)[1])
+
+
+def test_prefetched_device_batches_equal_host_batches_across_a_resume():
+  """What the loop gets at each step: the host batch of that step, split
+  over the 8 test devices, before and after a resume at step k."""
+  src = source()
+  ref = ip.train_batches(src, 8, seed=5, num_epochs=5)
+  batches = ip.WindowBatches(src, 8, seed=5, num_epochs=5)
+  n, k, stop = jax.local_device_count(), 3, 7
+
+  def check(feed, step):
+    got = feed[step]
+    for v in got.values():
+      assert v.sharding.is_equivalent_to(feed._sharding, v.ndim)
+    assert_same(got, parallel.shard_batch(ref[step], n))
+
+  with prefetch.DevicePrefetch(batches, 0, stop, depth=2) as feed:
+    for step in range(k):            # interrupted after step k - 1
+      check(feed, step)
+  with prefetch.DevicePrefetch(batches, k, stop, depth=3) as feed:  # resumed
+    for step in range(k, stop):
+      check(feed, step)
+    with pytest.raises(IndexError, match="ends at step 7"):
+      feed[stop]
+
+
+class Boom(Exception):
+  pass
+
+
+class Flaky:
+  """Batches that fail at one step; records what was read."""
+
+  def __init__(self, inner, bad_step):
+    self.inner, self.bad, self.read = inner, bad_step, []
+
+  def __getitem__(self, step):
+    self.read.append(step)
+    if step == self.bad:
+      raise Boom(f"bad batch {step}")
+    return self.inner[step]
+
+
+def test_an_error_reaches_the_loop_at_its_step_and_stops_the_producer():
+  batches = Flaky(ip.WindowBatches(source(), 8, seed=0, num_epochs=4), bad_step=2)
+  feed = prefetch.DevicePrefetch(batches, 0, 6, depth=4)
+  feed[0]
+  feed[1]
+  with pytest.raises(Boom, match="bad batch 2"):
+    feed[2]
+  feed.close()
+  assert batches.read == [0, 1, 2]   # nothing read after the failure
+  # The check runs on the first (host) batch; its error comes out at `start`.
+  calls = []
+  with prefetch.DevicePrefetch(batches.inner, 4, 6, check=calls.append) as feed:
+    feed[4]
+    feed[5]
+  assert len(calls) == 1 and calls[0]["target"].shape == (8, 12, 5)
+
+  def bad_check(b):
+    raise ValueError("batch['target']: wrong")
+  with prefetch.DevicePrefetch(batches.inner, 1, 6, check=bad_check) as feed:
+    with pytest.raises(ValueError, match="wrong"):
+      feed[1]
+
+
+def test_reads_in_order_only_and_close_ends_the_thread():
+  batches = ip.WindowBatches(source(), 8, seed=0, num_epochs=4)
+  feed = prefetch.DevicePrefetch(batches, 2, 5, depth=1)
+  with pytest.raises(ValueError, match="expected step 2"):
+    feed[3]
+  feed[2]
+  feed.close()   # the producer is blocked on a full queue: close unblocks it
+  assert not any(t.name == "DevicePrefetch" and t.is_alive() for t in threading.enumerate())
+  with pytest.raises(ValueError, match="depth"):
+    prefetch.DevicePrefetch(batches, 0, 1, depth=0)
+  # An interrupt in the loop leaves the with block: the thread ends too.
+  with pytest.raises(KeyboardInterrupt):
+    with prefetch.DevicePrefetch(batches, 0, 5, depth=2) as feed:
+      feed[0]
+      raise KeyboardInterrupt
+  assert not any(t.name == "DevicePrefetch" and t.is_alive() for t in threading.enumerate())
+
+
+def test_the_training_loop_steps_on_grains_batches_across_a_resume(
+    demo_dir, tmp_path, monkeypatch):
+  """The real loop (train_and_evaluate): the batch each step receives equals
+  grain's train_batches(...)[step], split over the devices, in a run
+  interrupted at step k and resumed from its checkpoint."""
+  seen = {}
+  real_pmap = parallel.pmap_train_step
+
+  def spy_pmap(step_fn, *a, **kw):
+    p_step = real_pmap(step_fn, *a, **kw)
+
+    def call(st, batch, rng):
+      seen[int(jax.device_get(st.step))] = jax.device_get(batch)
+      return p_step(st, batch, rng)
+    return call
+  monkeypatch.setattr(parallel, "pmap_train_step", spy_pmap)
+  cfg = parsed_config("--flagfile=demo.flags", f"--data_dir={demo_dir}", *FAST,
+                      "--epochs=2", "--setting=mono")
+  k = 2
+  with pytest.raises(train.RunInterrupted):
+    train.train_and_evaluate(cfg, tmp_path / "w", stop_requested=lambda: len(seen) >= k)
+  assert sorted(seen) == list(range(k))
+  train.train_and_evaluate(cfg, tmp_path / "w")
+  data_cfg = cfg.data
+  from emobed_jax import run_data
+  data = run_data.load_run_data(cfg, None)
+  src = ip.WindowSource(data.train, data_cfg.window, data_cfg.hop)
+  ref = ip.train_batches(src, cfg.batch_size, cfg.seed, cfg.epochs + 1)
+  total = ip.steps_per_epoch(len(src), cfg.batch_size) * cfg.epochs
+  assert sorted(seen) == list(range(total)) and total > k + 1
+  n = jax.local_device_count()
+  for step in range(total):
+    assert_same(seen[step], parallel.shard_batch(ref[step], n))
