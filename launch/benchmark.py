@@ -37,7 +37,7 @@ step, autodiff); an ``_u<N>`` suffix sets ``ModelConfig.unroll=N``
 
 CPU devices: on the CPU platform ``--devices`` (default: the number of cores
 this process may use) sets ``--xla_force_host_platform_device_count`` in
-``XLA_FLAGS`` *before JAX is imported*, so ``pmap`` runs one replica per
+``XLA_FLAGS`` *before JAX creates its backends*, so ``pmap`` runs one replica per
 core (the recurrence is a chain of small matmuls, latency-bound on one core).
 On a GPU the real device count is used.
 
@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import itertools
 import json
 import multiprocessing
 import os
@@ -74,7 +75,8 @@ from absl import flags
 from emobed_jax.hostenv import configure_malloc  # jax-free (shared with train.py)
 
 # JAX, and every emobed_jax module that imports it, is imported inside the
-# functions below: configure_xla must set XLA_FLAGS before JAX is imported.
+# functions below (the config module imports JAX, which is fine: XLA reads
+# XLA_FLAGS when the backends are created, by configure_xla's time not yet).
 
 SETTINGS = ("mono", "joint", "crossmodal", "emobed")
 
@@ -120,6 +122,15 @@ _PEAK_SIZE = flags.DEFINE_integer("peak_size", 2048, "Square matmul size of the 
 _JSON_OUT = flags.DEFINE_string("json_out", "runs/benchmark.json",
                                 "Where the JSON table goes ('' = none).")
 _SEED = flags.DEFINE_integer("seed", 0, "Data and init seed.")
+_LOOP_STEPS = flags.DEFINE_integer(
+    "loop_steps", 30, "Timed steps of each training-loop row (loop_rows; printed first); "
+    "0 = no loop rows.")
+_LOOP_FEEDS = flags.DEFINE_list("loop_feeds", ["serial", "prefetch", "device_windows"],
+                                "How the loop rows' loop gets its batches (see loop_rows).")
+_LOOP_ROUNDS = flags.DEFINE_integer("loop_rounds", 2, "Rounds of the loop rows (best kept).")
+_LOOP_DIMS = flags.DEFINE_list("loop_dims", ["176", "336"],
+                               "Target,aux feature widths of the loop and pipeline rows "
+                               "(default: the real RECOLA widths, both variants).")
 
 
 def usable_cores() -> int:
@@ -132,10 +143,15 @@ def usable_cores() -> int:
 def configure_xla(devices: int, extra: str = "") -> int:
   """Put the host device count (and extra flags) into XLA_FLAGS.
 
-  Must run before JAX is imported; returns the device count requested.
+  Must run before JAX creates its backends (first device use); returns the
+  device count requested.
   """
-  if "jax" in sys.modules:
-    raise RuntimeError("configure_xla: JAX is already imported; XLA_FLAGS would be ignored")
+  # XLA reads XLA_FLAGS when JAX creates its backends, not on import (the
+  # config module imports JAX, and _cli imports it).
+  xb = sys.modules.get("jax._src.xla_bridge")
+  if xb is not None and xb.backends_are_initialized():
+    raise RuntimeError("configure_xla: JAX is already imported and its backends "
+                       "initialised; XLA_FLAGS would be ignored")
   n = devices or usable_cores()
   parts = [p for p in os.environ.get("XLA_FLAGS", "").split()
            if not p.startswith("--xla_force_host_platform_device_count")]
@@ -145,30 +161,245 @@ def configure_xla(devices: int, extra: str = "") -> int:
   return n
 
 
-def pipeline_rows(batch: int = 32, window: int = 300, hop: int = 50,
-                  steps: int = 60) -> list[dict[str, Any]]:
-  """Input pipeline frames/s: the project's grain pipeline on RECOLA shapes.
+#: The real RECOLA feature widths with both variants (arousal + valence
+#: functionals side by side): audio 2 x 88, video 2 x 168.
+REAL_DIMS = (176, 336)
 
-  Nine synthetic 7501-frame recordings (audio 88 + video 168 features, two
-  labels) are windowed by ``input_pipeline.WindowSource`` and batched by
-  ``train_batches`` exactly as ``train_and_evaluate`` reads them (random
-  access by step, then ``shard_batch``); frames/s = B * T * steps / seconds.
+
+def synthetic_recordings(dims=REAL_DIMS, num: int = 9, frames: int = 7501, seed: int = 0):
+  """``num`` random recordings of RECOLA's shape (``frames`` frames, target
+  and aux widths ``dims``, two labels), as ``input_pipeline.Recording``."""
+  from emobed_jax import input_pipeline
+  rs = np.random.RandomState(seed)
+  return [input_pipeline.Recording(f"train_{i}", rs.randn(frames, dims[0]).astype(np.float32),
+                                   rs.randn(frames, dims[1]).astype(np.float32),
+                                   rs.randn(frames, 2).astype(np.float32)) for i in range(num)]
+
+
+def pipeline_rows(batch: int = 32, window: int = 300, hop: int = 50,
+                  steps: int = 60, dims=REAL_DIMS) -> list[dict[str, Any]]:
+  """Host input pipeline frames/s on RECOLA shapes, one thread.
+
+  Nine synthetic 7501-frame recordings (widths ``dims``, by default the real
+  176 audio / 336 video, two labels) windowed by
+  ``input_pipeline.WindowSource``; rows: grain's ``train_batches`` (the
+  batches of the loop before issue 11) and ``WindowBatches`` (the same
+  batches, what ``train_and_evaluate`` reads now), each read by step and
+  split with ``shard_batch``; frames/s = B * T * steps / seconds.
   """
   from emobed_jax import input_pipeline, parallel
-  rs = np.random.RandomState(0)
-  recs = [input_pipeline.Recording(f"train_{i}", rs.randn(7501, 88).astype(np.float32),
-                                   rs.randn(7501, 168).astype(np.float32),
-                                   rs.randn(7501, 2).astype(np.float32)) for i in range(9)]
-  source = input_pipeline.WindowSource(recs, window, hop)
-  ds = input_pipeline.train_batches(source, batch, seed=0, num_epochs=10)
-  n = min(steps, len(ds))
-  ds[0]
-  start = time.perf_counter()
-  for s in range(1, n):
-    parallel.shard_batch(ds[s], 1)
-  sec = time.perf_counter() - start
-  return [dict(name="grain windows (train_batches)", B=batch, T=window,
-               frames_per_s=batch * window * (n - 1) / sec)]
+  source = input_pipeline.WindowSource(synthetic_recordings(dims), window, hop)
+  rows = []
+  for name, ds in (
+      ("grain windows (train_batches)", input_pipeline.train_batches(source, batch, 0, 10)),
+      ("WindowBatches", input_pipeline.WindowBatches(source, batch, 0, 10))):
+    n = min(steps, len(ds))
+    ds[0]
+    start = time.perf_counter()
+    for s in range(1, n):
+      parallel.shard_batch(ds[s], 1)
+    sec = time.perf_counter() - start
+    rows.append(dict(name=name, B=batch, T=window, dims=list(dims),
+                     frames_per_s=batch * window * (n - 1) / sec))
+  return rows
+
+
+# ---------------------------------------------------------------------------
+# The real training loop.
+
+#: Loop variants: how train._train_loop gets its batches.
+LOOP_FEEDS = ("serial", "prefetch", "device_windows")
+
+
+class _NoCheckpoints:
+  """The Checkpointer calls of ``train._train_loop``, doing nothing."""
+
+  def all_steps(self):
+    return []
+
+  def save(self, *args):
+    pass
+
+  def wait(self):
+    pass
+
+
+class _SerialFeed:
+  """The loop before issue 11: grain's host batch of the step, split over
+  the devices (``pmap`` copies it to them when the step is called)."""
+
+  def __init__(self, batches, n: int):
+    self.batches, self.n = batches, n
+
+  def __getitem__(self, step):
+    from emobed_jax import parallel
+    return parallel.shard_batch(self.batches[step], self.n)
+
+  def close(self):
+    pass
+
+
+class _WindowIds:
+  """``WindowBatches``'s windows of a step as ``start``/``length`` [b] int32
+  (the frames stay on the devices; see :func:`device_windows_step`)."""
+
+  def __init__(self, batches):
+    self.batches = batches
+
+  def __len__(self):
+    return len(self.batches)
+
+  def __getitem__(self, step):
+    ids = self.batches.window_ids(step)
+    return {"start": self.batches.start[ids].astype(np.int32),
+            "length": self.batches.length[ids].astype(np.int32)}
+
+
+def pad_frames(frames, window: int):
+  """``WindowBatches.frames`` plus ``window`` zero rows, so that no window's
+  ``dynamic_slice`` is clamped at the end (:func:`cut_windows`)."""
+  return {k: np.concatenate([v, np.zeros((window,) + v.shape[1:], v.dtype)])
+          for k, v in frames.items()}
+
+
+def cut_windows(frames, start, length, window: int):
+  """In JAX: the batch of windows ``[start, start + length)`` of
+  :func:`pad_frames`'s arrays, zero past ``length``, with its ``mask``:
+  the values of ``WindowBatches[step]`` for ``start``/``length`` of its
+  ``window_ids(step)`` (``start``, ``length``: ``[b]`` int32)."""
+  import jax
+  import jax.numpy as jnp
+  valid = jnp.arange(window)[None, :] < length[:, None]
+
+  def one(x, s):
+    return jax.lax.dynamic_slice(x, (s,) + (0,) * (x.ndim - 1), (window,) + x.shape[1:])
+  out = {k: jnp.where(valid[..., None], jax.vmap(one, (None, 0))(x, start), 0.0)
+         for k, x in frames.items()}
+  out["mask"] = valid.astype(jnp.float32)
+  return out
+
+
+def device_windows_step(step_fn, frames, window: int, devices):
+  """Option (a) of issue 11, for measurement: the training split's frames
+  (``WindowBatches.frames``) replicated on the devices once, each step's
+  windows cut inside the pmapped step (:func:`cut_windows`).  Returns
+  ``p_step(state, {"start", "length"} [n, b], rng)``."""
+  import jax
+  from emobed_jax import parallel
+  on_dev = parallel.replicate(pad_frames(frames, window), devices)
+
+  def fn(state, fr, ids, rng):
+    return step_fn(state, cut_windows(fr, ids["start"], ids["length"], window), rng)
+  p = jax.pmap(fn, axis_name=parallel.AXIS, in_axes=(None, None, 0, None),
+               out_axes=(None, None), donate_argnums=(0,), devices=devices)
+  return lambda state, ids, rng: p(state, on_dev, ids, rng)
+
+
+def loop_rows(setting: str, b: int, t: int, args, dims=REAL_DIMS,
+              feeds=LOOP_FEEDS, steps: int = 30, rounds: int = 2) -> list[dict[str, Any]]:
+  """Frames/s of the real training loop beside the step alone, same process.
+
+  ``train._train_loop`` (data, step, on-device metric sums, a log line
+  every 10 steps to metrics.jsonl and TensorBoard, no checkpoints, no
+  validation) on :func:`synthetic_recordings` of widths ``dims``, windows of
+  ``t`` frames every 50, global batch ``b`` over all local devices, for
+  ``steps`` timed steps after 10 untimed ones (from the 10th step's log
+  line, which waits for the device, to the end of the last step).  Feeds:
+  ``serial`` (grain's host batch read and copied in the loop: before issue
+  11), ``prefetch`` (what ``train_and_evaluate`` does now:
+  ``WindowBatches`` through ``prefetch.DevicePrefetch``) and
+  ``device_windows`` (:func:`device_windows_step`).  The step alone: the
+  same pmapped step on one batch already on the devices, ``steps`` calls,
+  blocked at the end.  ``rounds`` rounds (step, feeds, feeds reversed on
+  odd rounds, step once more at the end); each row keeps the best of its
+  runs (a shared machine only ever slows a run down).  Every run starts
+  from the same initial state and data order.
+  """
+  import tempfile
+
+  import jax
+  from emobed_jax import input_pipeline, losses, parallel, prefetch, train
+  from emobed_jax import workdir as wd
+  from emobed_jax.config import RunConfig
+  from emobed_jax.config import DataConfig
+  recs = synthetic_recordings(dims, seed=args["seed"])
+  source = input_pipeline.WindowSource(recs, t, 50)
+  warm, spe = 10, 10 ** 9   # no epoch ends: no validation
+  num_epochs = -(-(warm + steps + 1) * b // len(source)) + 1
+  grain_batches = input_pipeline.train_batches(source, b, args["seed"], num_epochs)
+  fast = input_pipeline.WindowBatches(source, b, args["seed"], num_epochs)
+  stop = min(len(fast), warm + steps)
+  cfg = core_config(setting, dims=dims)
+  config = RunConfig(core=cfg, data=DataConfig(window=t), batch_size=b, log_every=warm)
+  model, state0 = train.create_train_state(cfg, jax.random.key(args["seed"]))
+  host0 = jax.device_get(state0)
+  edges = losses.fit_bin_edges(np.concatenate([r.labels for r in recs]), cfg.loss.num_bins)
+  step_fn = train.bound_train_step(model, cfg, edges, parallel.AXIS)
+  devices = jax.local_devices()
+  n = len(devices)
+  p_step = parallel.pmap_train_step(step_fn)
+  rng = jax.random.key(args["seed"] + 1)
+
+  def step_only() -> float:
+    st = parallel.replicate(host0)
+    batch = prefetch.DevicePrefetch(fast, 0, 1).place(fast[0])
+    st, m = p_step(st, batch, rng)
+    jax.block_until_ready(m)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+      st, m = p_step(st, batch, rng)
+    jax.block_until_ready((st, m))
+    return b * t * steps / (time.perf_counter() - t0)
+
+  def run_loop(feed_name: str) -> tuple[float, float]:
+    step = p_step
+    if feed_name == "serial":
+      feed = _SerialFeed(grain_batches, n)
+    elif feed_name == "prefetch":
+      feed = prefetch.DevicePrefetch(fast, 0, stop)
+    else:
+      step = device_windows_step(step_fn, fast.frames, t, devices)
+      feed = prefetch.DevicePrefetch(_WindowIds(fast), 0, stop)
+    marks = []   # (wall, CPU seconds) at each log line
+
+    def report(kind, info):
+      if kind == "train":
+        marks.append((time.perf_counter(), _cpu_seconds()))
+    polls = itertools.count()   # polled once before every step, from step 0
+    with tempfile.TemporaryDirectory() as tmp:
+      log = wd.MetricsLog(Path(tmp))
+      try:
+        train._train_loop(
+            parallel.replicate(host0), feed, rng, config=config, data=None, p_step=step,
+            p_eval=None, ckpt=_NoCheckpoints(), log=log, report=report,
+            steps_per_epoch=spe, meta={"best_score": None, "best_step": None},
+            stop_requested=lambda: next(polls) >= stop)
+      except train.RunInterrupted:
+        pass
+      finally:
+        feed.close()
+        log.close()
+    sec = time.perf_counter() - marks[0][0]   # the stop waited for the last step
+    return b * t * (stop - warm) / sec, (_cpu_seconds() - marks[0][1]) / max(sec, 1e-9)
+
+  rows = []
+  try:
+    step_fps, measured = [], {f: [] for f in feeds}
+    for r in range(rounds):
+      step_fps.append(step_only())
+      for f in (feeds if r % 2 == 0 else feeds[::-1]):
+        measured[f].append(run_loop(f))
+    step_fps.append(step_only())
+  except Exception as e:  # one broken row must not lose the others
+    return [failed_row("loop", setting, b, t, ",".join(feeds), e)]
+  best = max(step_fps)
+  for f, runs in measured.items():
+    fps, cores = max(runs)
+    rows.append(dict(kind="loop", setting=setting, B=b, T=t, variant=f, devices=n,
+                     dims=list(dims), fps_jax=fps, fps_step=best, loop_ratio=fps / best,
+                     fps_runs=[r[0] for r in runs], fps_step_runs=step_fps, cores_jax=cores,
+                     steps_timed=stop - warm, peak_rss_mb=peak_rss_mb()))
+  return rows
 
 
 # ---------------------------------------------------------------------------
@@ -207,13 +438,15 @@ def parse_variant(variant: str) -> tuple[str, str, int]:
   return mode, base, int(unroll or 1)
 
 
-def core_config(setting: str, rnn: str = "scan", unroll: int = 1):
+def core_config(setting: str, rnn: str = "scan", unroll: int = 1, dims=None):
   """The benchmarked config: the defaults, ``rnn_impl=rnn`` (``flax_cell``
-  ignores it: ``scan``) and ``unroll``."""
+  ignores it: ``scan``), ``unroll`` and feature widths ``dims`` (target,
+  aux; None: the defaults, 88/168)."""
   from emobed_jax.config import CoreConfig, ModelConfig, TaskConfig
   impl = "scan" if rnn == BASELINE else rnn
+  widths = {} if dims is None else dict(target_dim=dims[0], aux_dim=dims[1])
   return CoreConfig(model=ModelConfig(rnn_impl=impl, unroll=unroll),
-                    task=TaskConfig(setting=setting)).validate()
+                    task=TaskConfig(setting=setting, **widths)).validate()
 
 
 @functools.cache
@@ -747,12 +980,14 @@ def _eval_runner(rnn: str, x, mask, b: int, mode: str, n: int, devices, args):
 
 COLUMNS = [
     ("kind", "{}"), ("setting", "{}"), ("B", "{}"), ("T", "{}"), ("variant", "{}"),
-    ("devices", "{}"), ("fps_jax", "{:.0f}"), ("fps_torch", "{:.0f}"), ("ratio", "{:.2f}"),
+    ("devices", "{}"), ("fps_jax", "{:.0f}"), ("fps_step", "{:.0f}"), ("loop_ratio", "{:.2f}"),
+    ("fps_torch", "{:.0f}"), ("ratio", "{:.2f}"),
     ("compile_s", "{:.1f}"), ("recompiles", "{}"), ("cores_jax", "{:.2f}"),
     ("cores_torch", "{:.2f}"), ("pct_peak_jax", "{:.1f}"), ("pct_peak_torch", "{:.1f}"),
     ("peak_rss_mb", "{:.0f}"),
 ]
-HEADERS = {"fps_jax": "frames/s JAX", "fps_torch": "frames/s PyTorch",
+HEADERS = {"fps_jax": "frames/s JAX", "fps_step": "step alone", "loop_ratio": "loop/step",
+           "fps_torch": "frames/s PyTorch",
            "ratio": "JAX/PyTorch", "compile_s": "compile s", "cores_jax": "cores JAX",
            "cores_torch": "cores PT", "pct_peak_jax": "%peak JAX",
            "pct_peak_torch": "%peak PT", "peak_rss_mb": "peak RSS MB",
@@ -798,11 +1033,13 @@ def main(argv):
               device_kind=jax.local_devices()[0].device_kind, cores=usable_cores(),
               xla_flags=os.environ.get("XLA_FLAGS", ""), torch_device=torch_device,
               torch_process=_TORCH_PROCESS.value if torch_backend else None,
-              matmul_peak_gflops=peak, variants=variants, malloc_tuning=malloc, **versions)
+              matmul_peak_gflops=peak, variants=variants, malloc_tuning=malloc,
+              loadavg_start=os.getloadavg(), **versions)
   print(f"platform {platform}, {meta['devices']} device(s) ({meta['device_kind']}), "
         f"{meta['cores']} cores, torch on {torch_device} ({meta['torch_process']} process); "
         f"malloc tuning {'on' if malloc and all(malloc.values()) else 'off'}; "
-        f"matmul peak {peak:.0f} GFLOP/s; XLA_FLAGS={meta['xla_flags']!r}", flush=True)
+        f"matmul peak {peak:.0f} GFLOP/s; XLA_FLAGS={meta['xla_flags']!r}; load average "
+        f"{' '.join(f'{x:.2f}' for x in meta['loadavg_start'])}", flush=True)
   rows: list[dict[str, Any]] = []
   out = Path(_JSON_OUT.value) if _JSON_OUT.value else None
 
@@ -812,9 +1049,25 @@ def main(argv):
       out.parent.mkdir(parents=True, exist_ok=True)
       out.write_text(json.dumps(dict(meta=meta, rows=rows, pipeline=pipe or []), indent=1))
 
+  shapes = [tuple(int(v) for v in s.lower().split("x")) for s in _SHAPES.value]
+  dims = tuple(int(d) for d in _LOOP_DIMS.value)
+  bad = [f for f in _LOOP_FEEDS.value if f not in LOOP_FEEDS]
+  if bad or len(dims) != 2:
+    raise app.UsageError(f"--loop_feeds: expected some of {LOOP_FEEDS}, got {bad}" if bad
+                         else f"--loop_dims: expected two widths, got {_LOOP_DIMS.value}")
+  for setting in _SETTINGS.value if _LOOP_STEPS.value > 0 else ():
+    for b, t in shapes:
+      new = loop_rows(setting, b, t, args, dims, tuple(_LOOP_FEEDS.value), _LOOP_STEPS.value,
+                      _LOOP_ROUNDS.value)
+      rows += new
+      for r in new:
+        if "error" not in r:
+          print(f"  loop {setting} B={b} T={t} {r['variant']}: {r['fps_jax']:.0f} fr/s, "
+                f"step alone {r['fps_step']:.0f} fr/s, loop/step {r['loop_ratio']:.2f}",
+                flush=True)
+      save()
   for setting in _SETTINGS.value:
-    for shape in _SHAPES.value:
-      b, t = (int(v) for v in shape.lower().split("x"))
+    for b, t in shapes:
       new = train_rows(setting, b, t, variants, torch_backend, args)
       rows += new
       for r in new:
@@ -836,23 +1089,33 @@ def main(argv):
     save()
   pipe = []
   if importlib.util.find_spec("grain") is not None:
-    pipe = pipeline_rows()
+    for b, t in shapes:
+      pipe += pipeline_rows(b, t, dims=dims)
   else:
     print("input pipeline: not measured (grain is not installed here)")
   print()
   print(format_table(rows))
   print()
   for p in pipe:
-    step_fps = [r["fps_jax"] for r in rows
-                if r["kind"] == "train" and r["B"] == p["B"] and r["T"] == p["T"]]
+    # The step at the same widths (loop rows' step alone) if measured.
+    step_fps = [r["fps_step"] for r in rows
+                if r["kind"] == "loop" and r["B"] == p["B"] and r["T"] == p["T"]]
     need = max(step_fps) if step_fps else None
-    print(f"input pipeline ({p['name']}, B={p['B']}, T={p['T']}): {p['frames_per_s']:.0f} "
-          "frames/s" + (f" = {p['frames_per_s'] / need:.1f}x the fastest step's consumption "
-                        f"({need:.0f} frames/s)" if need else ""))
+    print(f"input pipeline ({p['name']}, B={p['B']}, T={p['T']}, widths "
+          f"{p['dims'][0]}/{p['dims'][1]}, one thread): {p['frames_per_s']:.0f} frames/s"
+          + (f" = {p['frames_per_s'] / need:.1f}x the fastest step's consumption at these "
+             f"widths ({need:.0f} frames/s)" if need else ""))
+  print("loop rows: frames/s of train._train_loop (data, step, logging; widths "
+        f"{dims[0]}/{dims[1]}); step alone = the same step on a batch already on the "
+        "devices; loop/step = their ratio.  train/eval rows: widths 88/168.")
   print("ratio = JAX frames/s / PyTorch frames/s; %peak = matmul FLOP/s "
         f"(training = 3x forward) / measured {_PEAK_SIZE.value}^2 matmul peak "
         f"({peak:.0f} GFLOP/s); cores = CPU seconds / wall seconds; "
         "peak RSS = the JAX process so far (PyTorch's: peak_rss_mb_torch in the JSON).")
+  meta["loadavg_end"] = os.getloadavg()
+  print("load average (1, 5, 15 min) at the start "
+        f"{' '.join(f'{x:.2f}' for x in meta['loadavg_start'])}, at the end "
+        f"{' '.join(f'{x:.2f}' for x in meta['loadavg_end'])} (other processes slow every row)")
   errors = [r for r in rows if "error" in r]
   for r in errors:
     print(f"FAILED: {r['kind']} {r['setting']} B={r['B']} T={r['T']} {r['variant']}: {r['error']}")
