@@ -177,10 +177,10 @@ def synthetic_recordings(dims=REAL_DIMS, num: int = 9, frames: int = 7501, seed:
 
 
 def pipeline_rows(batch: int = 32, window: int = 300, hop: int = 50,
-                  steps: int = 60, dims=REAL_DIMS) -> list[dict[str, Any]]:
+                  steps: int = 60, dims=REAL_DIMS, frames: int = 7501) -> list[dict[str, Any]]:
   """Host input pipeline frames/s on RECOLA shapes, one thread.
 
-  Nine synthetic 7501-frame recordings (widths ``dims``, by default the real
+  Nine synthetic ``frames``-frame recordings (widths ``dims``, by default the real
   176 audio / 336 video, two labels) windowed by
   ``input_pipeline.WindowSource``; rows: grain's ``train_batches`` (the
   batches of the loop before issue 11) and ``WindowBatches`` (the same
@@ -188,7 +188,7 @@ def pipeline_rows(batch: int = 32, window: int = 300, hop: int = 50,
   split with ``shard_batch``; frames/s = B * T * steps / seconds.
   """
   from emobed_jax import input_pipeline, parallel
-  source = input_pipeline.WindowSource(synthetic_recordings(dims), window, hop)
+  source = input_pipeline.WindowSource(synthetic_recordings(dims, frames=frames), window, hop)
   rows = []
   for name, ds in (
       ("grain windows (train_batches)", input_pipeline.train_batches(source, batch, 0, 10)),
@@ -296,15 +296,17 @@ def device_windows_step(step_fn, frames, window: int, devices):
 
 
 def loop_rows(setting: str, b: int, t: int, args, dims=REAL_DIMS,
-              feeds=LOOP_FEEDS, steps: int = 30, rounds: int = 2) -> list[dict[str, Any]]:
+              feeds=LOOP_FEEDS, steps: int = 30, rounds: int = 2, warm: int = 10,
+              frames: int = 7501) -> list[dict[str, Any]]:
   """Frames/s of the real training loop beside the step alone, same process.
 
   ``train._train_loop`` (data, step, on-device metric sums, a log line
   every 10 steps to metrics.jsonl and TensorBoard, no checkpoints, no
-  validation) on :func:`synthetic_recordings` of widths ``dims``, windows of
-  ``t`` frames every 50, global batch ``b`` over all local devices, for
-  ``steps`` timed steps after 10 untimed ones (from the 10th step's log
-  line, which waits for the device, to the end of the last step).  Feeds:
+  validation) on :func:`synthetic_recordings` of widths ``dims`` (nine of
+  ``frames`` frames), windows of ``t`` frames every 50, global batch ``b``
+  over all local devices, for ``steps`` timed steps after ``warm`` untimed
+  ones (from the log line after step ``warm``, which waits for the device,
+  to the end of the last step; a log line every ``warm`` steps).  Feeds:
   ``serial`` (grain's host batch read and copied in the loop: before issue
   11), ``prefetch`` (what ``train_and_evaluate`` does now:
   ``WindowBatches`` through ``prefetch.DevicePrefetch``) and
@@ -322,9 +324,9 @@ def loop_rows(setting: str, b: int, t: int, args, dims=REAL_DIMS,
   from emobed_jax import workdir as wd
   from emobed_jax.config import RunConfig
   from emobed_jax.config import DataConfig
-  recs = synthetic_recordings(dims, seed=args["seed"])
+  recs = synthetic_recordings(dims, frames=frames, seed=args["seed"])
   source = input_pipeline.WindowSource(recs, t, 50)
-  warm, spe = 10, 10 ** 9   # no epoch ends: no validation
+  spe = 10 ** 9   # no epoch ends: no validation
   num_epochs = -(-(warm + steps + 1) * b // len(source)) + 1
   grain_batches = input_pipeline.train_batches(source, b, args["seed"], num_epochs)
   fast = input_pipeline.WindowBatches(source, b, args["seed"], num_epochs)

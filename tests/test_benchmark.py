@@ -32,10 +32,45 @@ def scan_steps():
   return jv, losses, compile_s
 
 
-def test_pipeline_row_times_the_project_pipeline():
-  (row,) = benchmark.pipeline_rows(batch=8, window=50, steps=4)
-  assert row["B"] == 8 and row["T"] == 50
-  assert row["frames_per_s"] > 0
+def test_pipeline_rows_time_grain_and_window_batches_at_the_real_widths():
+  rows = benchmark.pipeline_rows(batch=8, window=50, steps=4, frames=400)
+  assert [r["name"] for r in rows] == ["grain windows (train_batches)", "WindowBatches"]
+  for row in rows:
+    assert row["B"] == 8 and row["T"] == 50 and row["dims"] == [176, 336]
+    assert row["frames_per_s"] > 0
+
+
+def test_loop_rows_run_the_training_loop_with_every_feed():
+  """The loop rows: the real train._train_loop with each feed, beside the
+  step alone (tiny widths here; nothing timed is asserted)."""
+  rows = benchmark.loop_rows("mono", 8, 20, ARGS, dims=(6, 4), steps=2, rounds=1, warm=2,
+                             frames=200)
+  assert [r["variant"] for r in rows] == list(benchmark.LOOP_FEEDS)
+  for r in rows:
+    assert "error" not in r, r
+    assert r["kind"] == "loop" and r["steps_timed"] == 2 and r["devices"] == 8
+    assert r["fps_jax"] > 0 and r["fps_step"] > 0
+    assert r["loop_ratio"] == pytest.approx(r["fps_jax"] / r["fps_step"])
+  assert "loop/step" in benchmark.format_table(rows)
+  json.dumps(rows)
+
+
+def test_device_windows_cut_the_host_batches_bit_for_bit():
+  """Option (a): the windows cut on the device are WindowBatches' (and so
+  grain's) batches, padding of a short recording included."""
+  from emobed_jax import input_pipeline as ip
+  recs = benchmark.synthetic_recordings((5, 3), num=3, frames=40)
+  recs.append(benchmark.synthetic_recordings((5, 3), num=1, frames=9, seed=1)[0])
+  wb = ip.WindowBatches(ip.WindowSource(recs, 16, 7), 4, seed=2, num_epochs=2)
+  frames = benchmark.pad_frames(wb.frames, 16)
+  cut = jax.jit(lambda f, s, n: benchmark.cut_windows(f, s, n, 16))
+  for step in range(len(wb)):
+    ids = wb.window_ids(step)
+    got = cut(frames, wb.start[ids].astype(np.int32), wb.length[ids].astype(np.int32))
+    want = wb[step]
+    assert sorted(got) == sorted(want)
+    for k in want:
+      np.testing.assert_array_equal(np.asarray(got[k]), want[k], err_msg=k)
 
 
 def test_configure_xla_refuses_after_jax_import():
