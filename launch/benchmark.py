@@ -127,6 +127,7 @@ _LOOP_STEPS = flags.DEFINE_integer(
     "0 = no loop rows.")
 _LOOP_FEEDS = flags.DEFINE_list("loop_feeds", ["serial", "prefetch", "device_windows"],
                                 "How the loop rows' loop gets its batches (see loop_rows).")
+_ONLY_LOOP = flags.DEFINE_bool("only_loop", False, "Loop (and pipeline) rows only.")
 _LOOP_ROUNDS = flags.DEFINE_integer("loop_rounds", 2, "Rounds of the loop rows (best kept).")
 _LOOP_DIMS = flags.DEFINE_list("loop_dims", ["176", "336"],
                                "Target,aux feature widths of the loop and pipeline rows "
@@ -297,7 +298,7 @@ def device_windows_step(step_fn, frames, window: int, devices):
 
 def loop_rows(setting: str, b: int, t: int, args, dims=REAL_DIMS,
               feeds=LOOP_FEEDS, steps: int = 30, rounds: int = 2, warm: int = 10,
-              frames: int = 7501) -> list[dict[str, Any]]:
+              frames: int = 7501, variant: str = "pmap:scan") -> list[dict[str, Any]]:
   """Frames/s of the real training loop beside the step alone, same process.
 
   ``train._train_loop`` (data, step, on-device metric sums, a log line
@@ -315,7 +316,9 @@ def loop_rows(setting: str, b: int, t: int, args, dims=REAL_DIMS,
   blocked at the end.  ``rounds`` rounds (step, feeds, feeds reversed on
   odd rounds, step once more at the end); each row keeps the best of its
   runs (a shared machine only ever slows a run down).  Every run starts
-  from the same initial state and data order.
+  from the same initial state and data order.  ``variant``: its RNN (and
+  ``_u<N>``) is the model's; the loop always runs ``pmap`` over the local
+  devices, as ``train_and_evaluate`` does.
   """
   import tempfile
 
@@ -331,7 +334,8 @@ def loop_rows(setting: str, b: int, t: int, args, dims=REAL_DIMS,
   grain_batches = input_pipeline.train_batches(source, b, args["seed"], num_epochs)
   fast = input_pipeline.WindowBatches(source, b, args["seed"], num_epochs)
   stop = min(len(fast), warm + steps)
-  cfg = core_config(setting, dims=dims)
+  _, rnn, unroll = parse_variant(variant)
+  cfg = core_config(setting, rnn, unroll, dims=dims)
   config = RunConfig(core=cfg, data=DataConfig(window=t), batch_size=b, log_every=warm)
   model, state0 = train.create_train_state(cfg, jax.random.key(args["seed"]))
   host0 = jax.device_get(state0)
@@ -353,6 +357,8 @@ def loop_rows(setting: str, b: int, t: int, args, dims=REAL_DIMS,
     jax.block_until_ready((st, m))
     return b * t * steps / (time.perf_counter() - t0)
 
+  compiled = {}
+
   def run_loop(feed_name: str) -> tuple[float, float]:
     step = p_step
     if feed_name == "serial":
@@ -360,7 +366,9 @@ def loop_rows(setting: str, b: int, t: int, args, dims=REAL_DIMS,
     elif feed_name == "prefetch":
       feed = prefetch.DevicePrefetch(fast, 0, stop)
     else:
-      step = device_windows_step(step_fn, fast.frames, t, devices)
+      if "device_windows" not in compiled:   # one pmap (and one copy of the frames)
+        compiled["device_windows"] = device_windows_step(step_fn, fast.frames, t, devices)
+      step = compiled["device_windows"]
       feed = prefetch.DevicePrefetch(_WindowIds(fast), 0, stop)
     marks = []   # (wall, CPU seconds) at each log line
 
@@ -397,7 +405,7 @@ def loop_rows(setting: str, b: int, t: int, args, dims=REAL_DIMS,
   best = max(step_fps)
   for f, runs in measured.items():
     fps, cores = max(runs)
-    rows.append(dict(kind="loop", setting=setting, B=b, T=t, variant=f, devices=n,
+    rows.append(dict(kind="loop", setting=setting, B=b, T=t, variant=f, rnn=rnn, devices=n,
                      dims=list(dims), fps_jax=fps, fps_step=best, loop_ratio=fps / best,
                      fps_runs=[r[0] for r in runs], fps_step_runs=step_fps, cores_jax=cores,
                      steps_timed=stop - warm, peak_rss_mb=peak_rss_mb()))
@@ -1060,7 +1068,7 @@ def main(argv):
   for setting in _SETTINGS.value if _LOOP_STEPS.value > 0 else ():
     for b, t in shapes:
       new = loop_rows(setting, b, t, args, dims, tuple(_LOOP_FEEDS.value), _LOOP_STEPS.value,
-                      _LOOP_ROUNDS.value)
+                      _LOOP_ROUNDS.value, variant=variants[0])
       rows += new
       for r in new:
         if "error" not in r:
@@ -1068,7 +1076,7 @@ def main(argv):
                 f"step alone {r['fps_step']:.0f} fr/s, loop/step {r['loop_ratio']:.2f}",
                 flush=True)
       save()
-  for setting in _SETTINGS.value:
+  for setting in _SETTINGS.value if not _ONLY_LOOP.value else ():
     for b, t in shapes:
       new = train_rows(setting, b, t, variants, torch_backend, args)
       rows += new
@@ -1079,7 +1087,7 @@ def main(argv):
               + (f", PyTorch {r['fps_torch']:.0f} fr/s, ratio {r['ratio']:.2f}"
                  if "fps_torch" in r else ""), flush=True)
       save()
-  for b in _EVAL_BATCHES.value:
+  for b in _EVAL_BATCHES.value if not _ONLY_LOOP.value else ():
     new = eval_rows(int(b), _EVAL_LEN.value, variants, torch_backend, args)
     rows += new
     for r in new:

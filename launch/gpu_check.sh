@@ -9,8 +9,13 @@
 #
 #   OUT=/some/dir bash launch/gpu_check.sh
 #
-# First launch/check_kernels.py compares --rnn_impl=pallas and wavefront
-# with scan (values and gradients) on this GPU.  Then it compares, on
+# First the training-loop rows (issue 11): frames/s of the real loop
+# (train._train_loop: data, step, logging; real widths 176/336) with each feed
+# -- serial (grain batches read in the loop, as before), prefetch (what
+# train_and_evaluate does now) and device_windows (the split on the GPU, the
+# windows cut inside the step) -- beside the same step alone, B=32 and 128,
+# mono and emobed.  Then launch/check_kernels.py compares --rnn_impl=pallas
+# and wavefront with scan (values and gradients) on this GPU.  Then it compares, on
 # training shapes B x T = 32x300 and 128x300 (settings mono and emobed) and
 # on evaluation of whole 7501-frame recordings (B=1, 9):
 #   jit:pallas     - both layers in one Pallas (Triton) kernel per pass
@@ -19,7 +24,8 @@
 #   PyTorch        - nn.LSTM on CUDA (cuDNN), if torch with CUDA imports.
 # (VARIANTS=... overrides the list: MODE:RNN with RNN an --rnn_impl value or
 # flax_cell, _u<N> for unroll=N, e.g. jit:scan,jit:scan_u8,jit:flax_cell.)
-# Writes $OUT/env.txt, $OUT/kernels.txt, $OUT/benchmark{,_emobed}.{json,txt}.
+# Writes $OUT/env.txt, $OUT/loop.{json,txt}, $OUT/kernels.txt,
+# $OUT/benchmark{,_emobed}.{json,txt}.
 set -uo pipefail
 
 OUT="${OUT:-runs/gpu_check}"
@@ -58,6 +64,14 @@ except Exception as e:  # noqa: BLE001
   print("torch: not usable:", e)
 EOF
 } | tee "$OUT/env.txt"
+
+# The loop rows first (JAX only, no train/eval rows): LOOP_RNN is the step's
+# --rnn_impl (default pallas, what auto picks on a GPU).
+timeout --signal=INT --kill-after=10 "${LOOP_LIMIT_S:-150}" \
+  "$PY" launch/benchmark.py --torch=false --variants="jit:${LOOP_RNN:-pallas}" \
+    --settings=mono,emobed --shapes=32x300,128x300 --loop_steps=40 --loop_rounds=2 \
+    --only_loop --json_out="$OUT/loop.json" 2>&1 \
+  | grep -v "Unable to initialize backend 'tpu'" | tee "$OUT/loop.txt"
 
 timeout --signal=INT --kill-after=10 90 \
   "$PY" launch/check_kernels.py --shapes=21x50,9x2000 2>&1 \
