@@ -19,7 +19,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from emobed_jax import checkpoint, input_pipeline, models, train, writers
+from emobed_jax import checkpoint, input_pipeline, models, parallel, train, writers
 from emobed_jax import workdir as workdir_lib
 from emobed_jax.config import RunConfig
 
@@ -35,6 +35,7 @@ class Predictor:
   def __post_init__(self):
     self._apply = jax.jit(lambda p, x, m: self.model.apply(
         {"params": p}, x, m, method=models.EmoBed.predict))
+    self._p_apply = None   # pmapped twin for predict_many, built on first use
 
   @property
   def dimensions(self) -> tuple[str, ...]:
@@ -54,6 +55,59 @@ class Predictor:
               f"docs/DATA.md side by side ({want // len(v)} columns each)")
     return f"[frames, {want}]: {what}"
 
+  def _checked(self, features: Any) -> np.ndarray:
+    features = np.asarray(features, np.float32)
+    want = self.config.core.task.target_dim
+    if features.ndim != 2 or features.shape[1] != want:
+      raise ValueError(f"features: expected {self.layout}; got {features.shape}")
+    if not np.all(np.isfinite(features)):
+      raise ValueError("features: NaN or inf values")
+    return features
+
+  def _aligned(self, features: np.ndarray, name: str = "input") -> input_pipeline.Recording:
+    d = self.config.data
+    rec = input_pipeline.Recording(name, features, None, None)
+    return input_pipeline.align(self.standardizer.apply(rec), d.delay_frames, d.frame_step)
+
+  def predict_many(self, features: list[np.ndarray],
+                   names: list[str] | None = None) -> list[np.ndarray]:
+    """Several recordings at once, spread over all local devices.
+
+    Each item as for :meth:`__call__` (``[frames_i, target_dim]`` raw
+    features); returns one ``[frames_i, D]`` float32 array per item, in
+    order.  The recordings are padded to the longest and split over the
+    devices (``input_pipeline.eval_arrays``, the pmapped eval step
+    ``train.eval_step``, one device call and one copy back per
+    ``jax.local_device_count()`` recordings), as
+    ``evaluate.evaluate_recordings`` does; the values equal
+    :meth:`__call__`'s up to float32 rounding of other batch shapes.
+
+    Raises:
+      ValueError: an item of another shape (the message names the layout
+        and the item: ``names[i]`` if given, else its index), NaN or inf.
+    """
+    feats = []
+    for i, f in enumerate(features):
+      try:
+        feats.append(self._checked(f))
+      except ValueError as e:
+        raise ValueError(f"{names[i] if names else f'item {i}'}: {e}") from None
+    if self._p_apply is None:
+      self._p_apply = parallel.pmap_eval_step(
+          lambda p, x, m: train.eval_step(p, x, m, model=self.model))
+      self._p_params = parallel.replicate(self.params)
+    d, n = self.config.data, jax.local_device_count()
+    out = []
+    for g in range(0, len(feats), n):
+      group = feats[g:g + n]
+      recs = [self._aligned(f, f"input_{g + i}") for i, f in enumerate(group)]
+      arrays = input_pipeline.eval_arrays(recs, n)
+      preds = np.asarray(self._p_apply(self._p_params, arrays["target"], arrays["mask"]))
+      preds = preds.reshape((-1,) + preds.shape[2:])
+      out += [input_pipeline.upsample(preds[i, :r.num_frames], d.frame_step, f.shape[0])
+              for i, (r, f) in enumerate(zip(recs, group))]
+    return out
+
   def __call__(self, features: np.ndarray) -> np.ndarray:
     """Raw (unstandardised) features of one recording -> ``[frames, D]`` predictions.
 
@@ -70,16 +124,9 @@ class Predictor:
     Raises:
       ValueError: another shape (the message names the layout), NaN or inf.
     """
-    features = np.asarray(features, np.float32)
-    want = self.config.core.task.target_dim
-    if features.ndim != 2 or features.shape[1] != want:
-      raise ValueError(f"features: expected {self.layout}; got {features.shape}")
-    if not np.all(np.isfinite(features)):
-      raise ValueError("features: NaN or inf values")
-    rec = input_pipeline.Recording("input", features, None, None)
+    features = self._checked(features)
     d = self.config.data
-    rec = input_pipeline.align(self.standardizer.apply(rec), d.delay_frames, d.frame_step)
-    x = rec.target[None]
+    x = self._aligned(features).target[None]
     pred = np.asarray(self._apply(self.params, x, np.ones(x.shape[:2], np.float32)))[0]
     return input_pipeline.upsample(pred, d.frame_step, features.shape[0])
 

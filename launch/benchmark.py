@@ -112,11 +112,11 @@ _EVAL_BATCHES = flags.DEFINE_list("eval_batches", ["1", "9"],
                                   "Evaluation batch sizes (recordings).")
 _EVAL_LEN = flags.DEFINE_integer("eval_len", 7501, "Frames per evaluated recording.")
 _EVAL_REPEATS = flags.DEFINE_integer("eval_repeats", 10, "Timed evaluation calls per framework.")
-_EVAL_MODE = flags.DEFINE_enum("eval_mode", "jit", ["auto", "jit", "pmap"],
-                               "JAX evaluation: one-device jit (measured faster "
-                               "on 2 CPU cores, B=9), pmap over the devices "
-                               "(batch padded to a multiple of them), or auto = "
-                               "pmap when B >= devices.")
+_EVAL_MODE = flags.DEFINE_enum("eval_mode", "auto", ["auto", "jit", "pmap"],
+                               "JAX evaluation: auto = pmap over the devices when "
+                               "B >= devices (the batch padded to a multiple of them), "
+                               "what evaluate.evaluate_recordings and "
+                               "Predictor.predict_many do; jit = one device; pmap = always.")
 _EQUIV_RTOL = flags.DEFINE_float("equiv_rtol", 1e-4, "Tolerance of the step-0/1 loss check.")
 _PEAK_SIZE = flags.DEFINE_integer("peak_size", 2048, "Square matmul size of the peak measurement.")
 _JSON_OUT = flags.DEFINE_string("json_out", "runs/benchmark.json",

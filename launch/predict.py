@@ -171,18 +171,27 @@ def main(argv: list[str]) -> None:
     _cli.fail(e)
   except Exception as e:  # noqa: BLE001  (orbax: no or damaged checkpoint)
     _cli.fail(f"--workdir={workdir}: cannot restore the best checkpoint ({e})")
+  import jax
   start = time.perf_counter()
-  for i, f in enumerate(files, 1):
-    out_dir = Path(FLAGS.output).expanduser() if FLAGS.output else f.parent
+  n = jax.local_device_count()  # one recording per device per call (predict_many)
+  for g in range(0, len(files), n):
+    group = files[g:g + n]
     try:
-      pred = predictor(features_for(f, predictor))
-      csv, png = write_outputs(f.stem, pred, out_dir, predictor)
+      feats = [features_for(f, predictor) for f in group]
+      preds = (predictor.predict_many(feats, [str(f) for f in group]) if len(group) > 1
+               else [predictor(feats[0])])
     except (InputError, AudioError, ValueError) as e:
       _cli.fail(e)
     except OSError as e:
       _cli.fail(f"{e.strerror or e}: {e.filename}" if e.filename else e)
-    _cli.say(f"[{i}/{len(files)}] {f.name}: {pred.shape[0]} frames -> {csv} and "
-             f"{png.name} ({time.perf_counter() - start:.1f} s)")
+    for i, (f, pred) in enumerate(zip(group, preds), g + 1):
+      out_dir = Path(FLAGS.output).expanduser() if FLAGS.output else f.parent
+      try:
+        csv, png = write_outputs(f.stem, pred, out_dir, predictor)
+      except OSError as e:
+        _cli.fail(f"{e.strerror or e}: {e.filename}" if e.filename else e)
+      _cli.say(f"[{i}/{len(files)}] {f.name}: {pred.shape[0]} frames -> {csv} and "
+               f"{png.name} ({time.perf_counter() - start:.1f} s)")
 
 
 if __name__ == "__main__":

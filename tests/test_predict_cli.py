@@ -148,6 +148,30 @@ def test_predict_a_corpus_feature_file_matches_the_run(run, demo_dir, tmp_path, 
   o = capsys.readouterr().out
   n = len(list(arousal_file.parent.glob("*.arff")))
   assert f"[{n}/{n}]" in o and len(list((tmp_path / "all").glob("*.csv"))) == n
+  # ... predicted together over the devices: each file's CSV as predicted alone
+  predictor = predict.load_predictor(run)
+  for f in sorted(arousal_file.parent.glob("*.arff")):
+    alone = predictor(np.concatenate([read_arff(manual / "features_audio" / v / f.name).data
+                                      for v in ("arousal", "valence")], 1))
+    got = np.loadtxt(tmp_path / "all" / f"{f.stem}.csv", delimiter=",", skiprows=1)
+    np.testing.assert_allclose(got[:, 1:], alone, atol=1e-6)
+
+
+def test_predict_many_spreads_recordings_over_the_devices(run):
+  """More recordings than devices, of different lengths: one pmapped call
+  per 8 of them; each equals the one-device prediction of it alone."""
+  predictor = predict.load_predictor(run)
+  rs = np.random.RandomState(0)
+  want = predictor.config.core.task.target_dim
+  feats = [rs.randn(n, want).astype(np.float32) for n in (40, 7, 40, 40, 7, 7, 40, 7, 40, 40)]
+  got = predictor.predict_many(feats)
+  assert len(got) == len(feats)
+  for x, p in zip(feats, got):
+    assert p.shape == (x.shape[0], len(predictor.dimensions)) and p.dtype == np.float32
+    np.testing.assert_allclose(p, predictor(x), atol=1e-6)
+  bad = feats[:2] + [np.full((4, want), np.nan, np.float32)]
+  with pytest.raises(ValueError, match="c.arff: features: NaN"):
+    predictor.predict_many(bad, ["a.arff", "b.arff", "c.arff"])
 
 
 def test_evaluate_reproduces_results_and_writes_test_arffs(run, capsys):
