@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import numpy as np
@@ -149,7 +150,7 @@ class DevicePrefetch:
         pass
       self._thread.join(timeout=_POLL_S)
 
-  def __enter__(self) -> "DevicePrefetch":
+  def __enter__(self) -> DevicePrefetch:
     return self
 
   def __exit__(self, *exc) -> None:

@@ -325,8 +325,7 @@ def loop_rows(setting: str, b: int, t: int, args, dims=REAL_DIMS,
   import jax
   from emobed_jax import input_pipeline, losses, parallel, prefetch, train
   from emobed_jax import workdir as wd
-  from emobed_jax.config import RunConfig
-  from emobed_jax.config import DataConfig
+  from emobed_jax.config import DataConfig, RunConfig
   recs = synthetic_recordings(dims, frames=frames, seed=args["seed"])
   source = input_pipeline.WindowSource(recs, t, 50)
   spe = 10 ** 9   # no epoch ends: no validation

@@ -8,10 +8,10 @@ import threading
 import jax
 import numpy as np
 import pytest
+from launch_support import FAST, parsed_config
 
 from emobed_jax import input_pipeline as ip
 from emobed_jax import parallel, prefetch, train
-from launch_support import FAST, parsed_config
 
 pytestmark = pytest.mark.usefixtures("fast_compile")  # nothing timed
 
@@ -115,9 +115,9 @@ def test_an_error_reaches_the_loop_at_its_step_and_stops_the_producer():
 
   def bad_check(b):
     raise ValueError("batch['target']: wrong")
-  with prefetch.DevicePrefetch(batches.inner, 1, 6, check=bad_check) as feed:
-    with pytest.raises(ValueError, match="wrong"):
-      feed[1]
+  with (prefetch.DevicePrefetch(batches.inner, 1, 6, check=bad_check) as feed,
+        pytest.raises(ValueError, match="wrong")):
+    feed[1]
 
 
 def test_reads_in_order_only_and_close_ends_the_thread():
@@ -131,10 +131,9 @@ def test_reads_in_order_only_and_close_ends_the_thread():
   with pytest.raises(ValueError, match="depth"):
     prefetch.DevicePrefetch(batches, 0, 1, depth=0)
   # An interrupt in the loop leaves the with block: the thread ends too.
-  with pytest.raises(KeyboardInterrupt):
-    with prefetch.DevicePrefetch(batches, 0, 5, depth=2) as feed:
-      feed[0]
-      raise KeyboardInterrupt
+  with pytest.raises(KeyboardInterrupt), prefetch.DevicePrefetch(batches, 0, 5, depth=2) as feed:
+    feed[0]
+    raise KeyboardInterrupt
   assert not any(t.name == "DevicePrefetch" and t.is_alive() for t in threading.enumerate())
 
 
