@@ -154,7 +154,7 @@ def test_the_training_loop_steps_on_grains_batches_across_a_resume(
     return call
   monkeypatch.setattr(parallel, "pmap_train_step", spy_pmap)
   cfg = parsed_config("--flagfile=demo.flags", f"--data_dir={demo_dir}", *FAST,
-                      "--epochs=2", "--setting=mono")
+                      "--epochs=4", "--setting=mono")
   k = 2
   with pytest.raises(train.RunInterrupted):
     train.train_and_evaluate(cfg, tmp_path / "w", stop_requested=lambda: len(seen) >= k)
