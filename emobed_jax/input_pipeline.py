@@ -75,6 +75,8 @@ def resolve_prepared_dir(cfg: DataConfig) -> Path:
   if cfg.dataset == "demo":
     demo.prepare_demo(data_dir, cfg.demo_seed)
     return demo.demo_paths(data_dir, cfg.demo_seed)[1]
+  if cfg.utterances:
+    return _resolve_omg(cfg, data_dir)
   manual = cfg.manual_dir or os.environ.get("RECOLA_DIR", "")
   if recola.is_prepared(data_dir):
     if manual:  # the copy must come from the package the user named
@@ -90,6 +92,32 @@ def resolve_prepared_dir(cfg: DataConfig) -> Path:
         f"RECOLA not found: {manual_path} (--manual_dir/RECOLA_DIR) is not a folder, "
         f"and no prepared copy at {recola.prepared_path(data_dir)}. {RECOLA_HELP}")
   recola.prepare(manual_path, data_dir)
+  return data_dir
+
+
+def _resolve_omg(cfg: DataConfig, data_dir: Path) -> Path:
+  """:func:`resolve_prepared_dir` for OMG-Emotion and its demo (the demo
+  corpus is generated in the organisers' formats, then prepared)."""
+  # Imported here: the OMG builder pulls in openSMILE only when preparing.
+  from emobed_datasets import demo_omg, omg_emotion  # noqa: PLC0415
+  features = cfg.omg_audio_features
+  if cfg.dataset == "demo_omg":
+    return Path(demo_omg.prepare_demo_omg(data_dir, cfg.demo_seed, audio_features=features))
+  manual = cfg.manual_dir or os.environ.get("OMG_DIR", "")
+  if omg_emotion.is_prepared(data_dir, features):
+    return data_dir
+  where = omg_emotion.prepared_path(data_dir, features)
+  if not manual:
+    raise CorpusNotFoundError(
+        f"OMG-Emotion not found: no prepared copy at {where} (--data_dir) and no "
+        f"--manual_dir or OMG_DIR given. {omg_emotion.HELP}")
+  manual_path = Path(manual).expanduser()
+  if not manual_path.is_dir():
+    raise CorpusNotFoundError(
+        f"OMG-Emotion not found: {manual_path} (--manual_dir/OMG_DIR) is not a folder, "
+        f"and no prepared copy at {where}. {omg_emotion.HELP}")
+  omg_emotion.prepare(manual_path, data_dir, audio_features=features,
+                      split_dirs=cfg.omg_split_dirs)
   return data_dir
 
 

@@ -60,8 +60,10 @@ def skipped(info: dict) -> str:
 def _reporter(terms: tuple[str, ...]):
   def report(kind: str, info: dict) -> None:
     if kind == "data":
+      unit = info.get("unit", "recordings")
       _cli.say(f"data: {info['train']} train / {info['val']} validation / {info['eval']} "
-               f"evaluation recordings, {info['windows']} windows, "
+               f"evaluation {unit}"
+               f"{'' if unit == 'utterances' else ', ' + str(info['windows']) + ' windows'}, "
                f"{info['steps_per_epoch']} steps/epoch, {info['total_steps']} steps on "
                f"{info['devices']} devices (ready in {info['seconds']:.1f} s); model "
                f"selection on {info['selection_split']}")
@@ -80,7 +82,8 @@ def _reporter(terms: tuple[str, ...]):
                f"{skipped(info)} {info['steps_per_second']:.1f} steps/s "
                f"ETA {_cli.fmt_seconds(info['eta_seconds'])}")
     elif kind == "eval":
-      dims = " ".join(f"{k} {v:.3f}" for k, v in info.items() if k.startswith("ccc_"))
+      dims = " ".join(f"{k} {v:.3f}" for k, v in info.items()
+                      if k.startswith("ccc_") or k in ("accuracy", "macro_f1", "uar"))
       _cli.say(f"validation after epoch {info['epoch']}: {dims}"
                f"{' (best)' if info['is_best'] else ''}")
     elif kind == "done":
@@ -88,7 +91,10 @@ def _reporter(terms: tuple[str, ...]):
       m = " ".join(f"{k} {v:.3f}" for k, v in r["metrics"].items())
       what = "already finished" if info["already"] else "finished"
       _cli.say(f"{what}: {r['setting']} {r['modality']} -> {r['eval_split']} "
-               f"({r['ccc_granularity']}): {m}; best step {r['best_step']}")
+               f"({r.get('ccc_granularity') or r.get('metric_granularity')}): {m}; "
+               f"best step {r['best_step']}"
+               + (f"; majority-class baseline uar {r['majority_baseline']['uar']:.3f}"
+                  if "majority_baseline" in r else ""))
   return report
 
 
