@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
-
 from emobed_datasets import recola
 
 from emobed_jax import input_pipeline, losses, utterances

@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-
 from emobed_datasets.errors import DataError
+
 from emobed_jax.config import DataConfig
 from emobed_jax.input_pipeline import Recording, Standardizer
 
@@ -88,7 +88,7 @@ def load_utterances(prepared_dir: Path, split: str, cfg: DataConfig, *,
     ex = source[i]
     name = str(ex["utterance_id"])
 
-    def modality(key):
+    def modality(key, ex=ex, name=name):
       x = np.asarray(ex[key], np.float32)
       m = np.asarray(ex[f"{key}_mask"], np.float32)
       if x.ndim != 2 or m.shape != x.shape[:1]:
