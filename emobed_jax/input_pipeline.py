@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import grain
 import numpy as np
@@ -48,8 +48,12 @@ RECOLA_HELP = (
     "run the demo: python launch/train.py --flagfile=demo.flags")
 
 
-def resolve_prepared_dir(cfg: DataConfig) -> Path:
+def resolve_prepared_dir(cfg: DataConfig, progress: Callable[[int, int, float], None] | None = None
+                         ) -> Path:
   """Prepare the data if needed (demo: generate it first); return the TFDS data dir.
+
+  ``progress(done, total, elapsed_s)`` is called as OMG-Emotion clips are
+  processed (feature extraction is the long part of preparing it).
 
   Args:
     cfg: ``dataset`` (``demo`` or ``recola``), ``data_dir`` (empty:
@@ -76,7 +80,7 @@ def resolve_prepared_dir(cfg: DataConfig) -> Path:
     demo.prepare_demo(data_dir, cfg.demo_seed)
     return demo.demo_paths(data_dir, cfg.demo_seed)[1]
   if cfg.utterances:
-    return _resolve_omg(cfg, data_dir)
+    return _resolve_omg(cfg, data_dir, progress)
   manual = cfg.manual_dir or os.environ.get("RECOLA_DIR", "")
   if recola.is_prepared(data_dir):
     if manual:  # the copy must come from the package the user named
@@ -95,14 +99,15 @@ def resolve_prepared_dir(cfg: DataConfig) -> Path:
   return data_dir
 
 
-def _resolve_omg(cfg: DataConfig, data_dir: Path) -> Path:
+def _resolve_omg(cfg: DataConfig, data_dir: Path, progress) -> Path:
   """:func:`resolve_prepared_dir` for OMG-Emotion and its demo (the demo
   corpus is generated in the organisers' formats, then prepared)."""
   # Imported here: the OMG builder pulls in openSMILE only when preparing.
   from emobed_datasets import demo_omg, omg_emotion  # noqa: PLC0415
   features = cfg.omg_audio_features
   if cfg.dataset == "demo_omg":
-    return Path(demo_omg.prepare_demo_omg(data_dir, cfg.demo_seed, audio_features=features))
+    return Path(demo_omg.prepare_demo_omg(data_dir, cfg.demo_seed, audio_features=features,
+                                          progress=progress))
   manual = cfg.manual_dir or os.environ.get("OMG_DIR", "")
   if omg_emotion.is_prepared(data_dir, features):
     return data_dir
@@ -117,7 +122,7 @@ def _resolve_omg(cfg: DataConfig, data_dir: Path) -> Path:
         f"OMG-Emotion not found: {manual_path} (--manual_dir/OMG_DIR) is not a folder, "
         f"and no prepared copy at {where}. {omg_emotion.HELP}")
   omg_emotion.prepare(manual_path, data_dir, audio_features=features,
-                      split_dirs=cfg.omg_split_dirs)
+                      split_dirs=cfg.omg_split_dirs, progress=progress)
   return data_dir
 
 

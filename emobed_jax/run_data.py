@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 from emobed_datasets import recola
@@ -55,13 +55,16 @@ class RunData:
   counts: dict[str, int] | None = None
 
 
-def load_run_data(config: RunConfig, stats: Mapping[str, Any] | None = None) -> RunData:
+def load_run_data(config: RunConfig, stats: Mapping[str, Any] | None = None,
+                  progress: Callable[[int, int, float], None] | None = None) -> RunData:
   """Prepared corpus -> :class:`RunData` for ``config``.
 
   Args:
     config: a validated :class:`~emobed_jax.config.RunConfig`.
     stats: the content of an existing ``stats.json`` (reused), or None to
       fit the standardisation on the training recordings.
+    progress: ``progress(done, total, elapsed_s)`` while a corpus of
+      utterances is prepared (:func:`emobed_jax.input_pipeline.resolve_prepared_dir`).
 
   Raises:
     emobed_datasets.errors.DataError: the prepared corpus is missing or
@@ -71,7 +74,7 @@ def load_run_data(config: RunConfig, stats: Mapping[str, Any] | None = None) -> 
   t0 = time.perf_counter()
   dcfg = config.data
   parts = config.core.task.parts
-  tfds_dir = input_pipeline.resolve_prepared_dir(dcfg)
+  tfds_dir = input_pipeline.resolve_prepared_dir(dcfg, progress)
   if dcfg.utterances:
     return _utterance_data(config, stats, tfds_dir, t0)
   source = dict(recola.prepared_source(tfds_dir) or {}, prepared=str(
@@ -153,6 +156,6 @@ def _utterance_data(config: RunConfig, stats: Mapping[str, Any] | None, prepared
                 manifest=info.get("manifest"))
   counts = {"train": len(train), "validation": len(val), dcfg.eval_split: len(evals)}
   return RunData(config, train_s, val_s, eval_s, {}, {}, bin_edges,
-                 f"validation ({len(val)} utterances)", dict(stats), source,
+                 "validation", dict(stats), source,
                  time.perf_counter() - t0, weights,
                  utterances.majority_class(train, NUM_CLASSES), counts)

@@ -490,7 +490,7 @@ def train_and_evaluate(config: RunConfig, workdir: str | Path, report: Report | 
       it holds a checkpoint of the same run, training resumes from the newest
       intact one; if it holds ``results.json``, nothing is redone.
     report: optional ``report(kind, info)`` callback for progress (``kind``
-      in data / resume / warning / train / eval / done); the library never
+      in prepare / data / resume / warning / train / eval / done); the library never
       prints.
     stop_requested: polled before every step; when it returns True the run
       saves a checkpoint and raises :class:`RunInterrupted` (e.g. SIGTERM).
@@ -520,7 +520,10 @@ def train_and_evaluate(config: RunConfig, workdir: str | Path, report: Report | 
     raise wd.RunError(f"--batch_size={config.batch_size} is not divisible by the "
                       f"{jax.device_count()} devices (--cpu_devices on a CPU)")
   is_main = jax.process_index() == 0
-  data = run_data.load_run_data(config, wd.read_stats(workdir))
+  data = run_data.load_run_data(
+      config, wd.read_stats(workdir),
+      progress=lambda done, total, secs: report("prepare", {"done": done, "total": total,
+                                                            "seconds": secs}))
   config, core = data.config, data.config.core
   utt = config.data.utterances
   if utt:

@@ -58,6 +58,8 @@ def skipped(info: dict) -> str:
 
 
 def _reporter(terms: tuple[str, ...]):
+  last = [0.0]  # when the last preparation line was printed
+
   def report(kind: str, info: dict) -> None:
     if kind == "data":
       unit = info.get("unit", "recordings")
@@ -67,6 +69,13 @@ def _reporter(terms: tuple[str, ...]):
                f"{info['steps_per_epoch']} steps/epoch, {info['total_steps']} steps on "
                f"{info['devices']} devices (ready in {info['seconds']:.1f} s); model "
                f"selection on {info['selection_split']}")
+    elif kind == "prepare":  # OMG-Emotion: features of every clip, once
+      done, total, secs = info["done"], info["total"], info["seconds"]
+      if done == total or time.perf_counter() - last[0] >= 5:
+        last[0] = time.perf_counter()
+        eta = secs / done * (total - done) if done else None
+        _cli.say(f"preparing the corpus: {done}/{total} clips, {secs:.0f} s, "
+                 f"ETA {_cli.fmt_seconds(eta)}")
     elif kind == "warning":
       print(f"warning: {info['message']}", file=sys.stderr, flush=True)
     elif kind == "resume":
