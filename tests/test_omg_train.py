@@ -95,6 +95,16 @@ def test_classification_results_recount_from_their_predictions(omg_dir, tmp_path
   np.testing.assert_allclose(got, want["probs"], atol=2e-5)
   assert (tmp_path / "pred" / f"{wav.stem}.png").stat().st_size > 1000
 
+  # launch/evaluate.py re-evaluates the saved run: the same numbers as results.json
+  spec = importlib.util.spec_from_file_location("launch_evaluate_omg",
+                                                REPO_ROOT / "launch" / "evaluate.py")
+  evaluate_cli = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(evaluate_cli)
+  evaluate_cli.FLAGS.unparse_flags()
+  evaluate_cli.main(_cli.parse_flags(["evaluate.py", f"--workdir={wd}"], evaluate_cli.FLAGS))
+  again = json.loads((wd / "eval_test.json").read_text())
+  assert again["metrics"] == r["metrics"] and again["confusion"] == r["confusion"]
+
 
 def test_regression_per_utterance_is_scored_by_ccc_over_utterances(omg_dir, tmp_path):
   wd = tmp_path / "reg"
