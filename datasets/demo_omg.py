@@ -98,17 +98,21 @@ _OPENFACE_HEADER = (
 
 
 def _class_counts(total: int) -> list[int]:
-  """Largest-remainder apportionment of `total` to CLASS_WEIGHTS, >= 1 each."""
+  """Largest-remainder apportionment of `total` to CLASS_WEIGHTS; a class
+  that would get none takes one from the largest (every class in every
+  split).  78 k utterances give exactly k x CLASS_WEIGHTS."""
   if total < len(CLASS_WEIGHTS):
     raise ValueError(f"{total} utterances: at least {len(CLASS_WEIGHTS)} needed "
                      "(every class in every split)")
   w = np.asarray(CLASS_WEIGHTS, np.float64)
-  extra = total - len(w)
-  share = extra * w / w.sum()
+  share = total * w / w.sum()
   counts = np.floor(share).astype(int)
   order = np.argsort(-(share - counts), kind="stable")
-  counts[order[: extra - counts.sum()]] += 1
-  return [int(c) + 1 for c in counts]
+  counts[order[: total - counts.sum()]] += 1
+  for c in np.flatnonzero(counts == 0):
+    counts[int(np.argmax(counts))] -= 1
+    counts[c] = 1
+  return [int(c) for c in counts]
 
 
 def _voice(rng: np.random.Generator, label: int, seconds: float, base_f0: float) -> np.ndarray:

@@ -39,8 +39,7 @@ from emobed_datasets.omg_emotion import readers
 
 __all__ = ["Builder", "AUDIO_FEATURES", "MANIFEST_FILE", "MANIFEST_KEY"]
 
-#: Audio feature choices (= emobed_jax.config.OMG_AUDIO_FEATURES) -> width.
-AUDIO_FEATURES = {"egemaps_lld": 25, "egemaps_functionals": 88, "compare_lld": 65}
+AUDIO_FEATURES = extract_lib.AUDIO_FEATURES
 MANIFEST_FILE = "manifest.json"
 MANIFEST_KEY = "manifest"
 
