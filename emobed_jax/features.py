@@ -369,8 +369,8 @@ def utterance_features(
   Returns:
     ``(features [T, D] float32, frame_rate in Hz, names [D])``; D is 25, 88 or
     65; T about ``100 * seconds`` for the LLDs (openSMILE drops the last
-    partial analysis frames), ``floor((seconds - 1) / 0.1) + 1`` for the
-    functionals.
+    analysis frames that do not fit: 196 for 2 s), about ``(seconds - 1) /
+    0.1`` for the functionals (10 for 2 s), at least 1.
 
   Raises:
     AudioError: unreadable or too short audio (< :data:`MIN_SECONDS`), no
