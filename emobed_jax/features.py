@@ -355,7 +355,8 @@ def utterance_features(
   * ``egemaps_functionals``: the 88 eGeMAPSv02 functionals over 1 s windows
     every 100 ms (openSMILE's sliding-window functionals, as the RECOLA stream
     above; row ``k`` covers ``[0.1 k, 0.1 k + 1]`` s, no padding); an utterance
-    shorter than one window gets one vector over the whole signal.  1 s holds
+    without a full window (shorter than about 1.05 s) gets one vector over the
+    whole signal.  1 s holds
     a few syllables (enough for pitch and loudness statistics) and 10 vectors
     per second keep utterances of 1-10 s at 10-100 steps;
   * ``compare_lld``: the 65 ComParE_2016 low-level descriptors every 10 ms.
@@ -394,8 +395,12 @@ def utterance_features(
   values = np.zeros((0, UTTERANCE_FEATURES[kind][2]), np.float32)
   if kind != "egemaps_functionals" or seconds >= UTTERANCE_WINDOW_S:
     values = smile.process_signal(signal, rate).to_numpy(np.float32)
-  if kind == "egemaps_functionals" and values.shape[0] == 0:
-    values = _smile(None).process_signal(signal, rate).to_numpy(np.float32)
+  if kind == "egemaps_functionals":
+    # Signals just over one window may get no full window; opensmile then
+    # returns one all-NaN row ("Segment too short, filling with NaN").
+    values = values[~np.all(np.isnan(values), axis=1)]
+    if values.shape[0] == 0:
+      values = _smile(None).process_signal(signal, rate).to_numpy(np.float32)
   if values.shape[0] == 0:
     raise AudioError(f"openSMILE gave no {kind} frame for {seconds:.3f} s of audio")
   if not np.all(np.isfinite(values)):

@@ -61,8 +61,9 @@ def test_lld_are_opensmiles(clips):
   assert names == list(want.columns)
 
 
-def test_short_utterance_gets_one_functional_vector():
-  x = features.synthetic_utterance(0.6, RATE, seed=1)
+@pytest.mark.parametrize("seconds", [0.6, 1.0])
+def test_short_utterance_gets_one_functional_vector(seconds):
+  x = features.synthetic_utterance(seconds, RATE, seed=1)
   values, _, _ = features.utterance_features((x, RATE), "egemaps_functionals")
   assert values.shape == (1, 88) and np.all(np.isfinite(values))
 
