@@ -387,7 +387,10 @@ def utterance_features(
     signal, rate = read_wav(source)
   else:
     signal, rate = decode_sound_track(source)
-  signal = np.asarray(signal, np.float32).reshape(-1)
+  # opensmile (2.6.0) turns the signal into int16 as ``(x * 32768).astype(int16)``,
+  # which wraps around above 32767: decoded lossy tracks (AAC) can overshoot
+  # 1.0 slightly, so clip to the int16 range first (a no-op for PCM WAVs).
+  signal = np.clip(np.asarray(signal, np.float32).reshape(-1), -1.0, 32767 / 32768)
   seconds = signal.size / rate
   if seconds < MIN_SECONDS:
     raise AudioError(f"{seconds:.3f} s of audio; at least {MIN_SECONDS} s is needed")

@@ -58,7 +58,7 @@ def test_format_and_class_counts(tmp_path):
 def _script(*args: str) -> subprocess.CompletedProcess:
   env = {k: v for k, v in os.environ.items() if k != "OMG_DIR"}
   return subprocess.run([sys.executable, "launch/prepare_data.py", *args], cwd=REPO_ROOT,
-                        env=env, capture_output=True, text=True, timeout=300)
+                        env=env, capture_output=True, text=True, timeout=300, check=False)
 
 
 def test_prepare_data_demo_report_and_missing_corpus(tmp_path):

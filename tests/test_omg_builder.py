@@ -7,11 +7,11 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
-
 from emobed_datasets import demo_omg, omg_emotion
 from emobed_datasets.errors import DataError
 
@@ -77,7 +77,7 @@ def test_counts_are_reported_exactly(corpus):
   assert s["test"]["skipped"] == {"missing clip": 1}
   done = [p[0] for p in corpus["progress"]]
   assert done == list(range(1, 22)) and {p[1] for p in corpus["progress"]} == {21}
-  manifest = json.loads(open(omg_emotion.info(corpus["data"])["manifest"]).read())
+  manifest = json.loads(Path(omg_emotion.info(corpus["data"])["manifest"]).read_text())
   assert corpus["no_face"] in manifest["splits"]["validation"]["skipped"]["missing OpenFace CSV"]
   # prepare again: a no-op that returns the same summary
   again = omg_emotion.prepare(None, corpus["data"])
@@ -96,7 +96,7 @@ def test_examples_match_csv_and_opensmile(corpus):
   assert meta["video_frame_rate"] == pytest.approx(30.0, rel=0.05)
   assert meta["counts"] == {"train": 7, "validation": 7, "test": 7}
   assert meta["source"]["path"] == str(root.resolve())
-  manifest = json.loads(open(meta["manifest"]).read())
+  manifest = json.loads(Path(meta["manifest"]).read_text())
   for split in omg_emotion.SPLITS:
     ds = omg_emotion.load_split(data, split)
     rows = {f"{r['video']}/{r['utterance']}": r

@@ -10,9 +10,9 @@ import numpy as np
 import opensmile
 import pytest
 import soundfile
-
 from emobed_datasets.errors import DataError
 from emobed_datasets.omg_emotion import extract, readers
+
 from emobed_jax import features
 
 SECONDS = 2.0

@@ -5,11 +5,10 @@ file, never another exception.  Deterministic like tests/test_arff_fuzz.py."""
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from emobed_datasets.errors import DataError
 from emobed_datasets.omg_emotion import readers
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 CI = settings(derandomize=True, database=None, deadline=None, print_blob=True,
               max_examples=150, suppress_health_check=[HealthCheck.too_slow])

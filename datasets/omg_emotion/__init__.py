@@ -52,8 +52,24 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "AUDIO_FEATURES", "Builder", "CLASS_NAMES", "CSV_COLUMNS", "CSV_NAMES", "HELP",
-    "OPENFACE_COLUMNS", "SPLITS", "Utterances", "corpus_fingerprint", "info",
-    "is_prepared", "load_split", "missing_corpus_message", "parse_omg_csv",
-    "parse_openface", "prepare", "prepared_path", "read_omg_csv", "read_openface",
+  "AUDIO_FEATURES",
+  "CLASS_NAMES",
+  "CSV_COLUMNS",
+  "CSV_NAMES",
+  "HELP",
+  "OPENFACE_COLUMNS",
+  "SPLITS",
+  "Builder",
+  "Utterances",
+  "corpus_fingerprint",
+  "info",
+  "is_prepared",
+  "load_split",
+  "missing_corpus_message",
+  "parse_omg_csv",
+  "parse_openface",
+  "prepare",
+  "prepared_path",
+  "read_omg_csv",
+  "read_openface",
 ]

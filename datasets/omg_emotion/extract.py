@@ -11,12 +11,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from emobed_datasets.errors import DataError
 from emobed_datasets.omg_emotion import readers
 
-__all__ = ["AUDIO_FEATURES", "HELP", "missing_corpus_message", "SPLITS", "CSV_NAMES", "Clip", "SplitScan", "scan_split", "extract_clip",
-           "MISSING_CLIP", "MISSING_OPENFACE", "UNREADABLE_AUDIO"]
+__all__ = [
+  "AUDIO_FEATURES",
+  "CSV_NAMES",
+  "HELP",
+  "MISSING_CLIP",
+  "MISSING_OPENFACE",
+  "SPLITS",
+  "UNREADABLE_AUDIO",
+  "Clip",
+  "SplitScan",
+  "extract_clip",
+  "missing_corpus_message",
+  "scan_split",
+]
 
 SPLITS = ("train", "validation", "test")
 CSV_NAMES = {"train": "omg_TrainVideos.csv", "validation": "omg_ValidationVideos.csv",

@@ -24,20 +24,36 @@ from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
-
 from emobed_datasets.common import exclusive_lock
 from emobed_datasets.errors import DataError
 from emobed_datasets.omg_emotion import extract as extract_lib
 from emobed_datasets.omg_emotion.extract import (
-    AUDIO_FEATURES, HELP, missing_corpus_message)
-from emobed_datasets.omg_emotion.omg_emotion_dataset_builder import MANIFEST_FILE, Builder
+  AUDIO_FEATURES,
+  HELP,
+  missing_corpus_message,
+)
+from emobed_datasets.omg_emotion.omg_emotion_dataset_builder import (
+  MANIFEST_FILE,
+  Builder,
+)
+
 # The TFDS plumbing shared with RECOLA (quiet output, leftovers of killed
 # builds, TFDS's empty downloads/ folder): one copy, in recola.prepare.
 from emobed_datasets.recola.prepare import (
-    _remove_empty_dirs, _remove_incomplete_builds, _tfds_output)
+  _remove_empty_dirs,
+  _remove_incomplete_builds,
+  _tfds_output,
+)
 
-__all__ = ["HELP", "missing_corpus_message", "prepare", "is_prepared", "prepared_path",
-           "load_split", "info"]
+__all__ = [
+  "HELP",
+  "info",
+  "is_prepared",
+  "load_split",
+  "missing_corpus_message",
+  "prepare",
+  "prepared_path",
+]
 
 def _check_kind(audio_features: str) -> None:
   if audio_features not in AUDIO_FEATURES:
