@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -397,7 +398,9 @@ def utterance_features(
   smile = _utterance_smile(kind)
   values = np.zeros((0, UTTERANCE_FEATURES[kind][2]), np.float32)
   if kind != "egemaps_functionals" or seconds >= UTTERANCE_WINDOW_S:
-    values = smile.process_signal(signal, rate).to_numpy(np.float32)
+    with warnings.catch_warnings():  # its all-NaN filler row is handled below
+      warnings.filterwarnings("ignore", "Segment too short", UserWarning)
+      values = smile.process_signal(signal, rate).to_numpy(np.float32)
   if kind == "egemaps_functionals":
     # Signals just over one window may get no full window; opensmile then
     # returns one all-NaN row ("Segment too short, filling with NaN").

@@ -133,8 +133,12 @@ def _prepare_omg(data_dir: Path) -> None:
   kind = _AUDIO_FEATURES.value
   if _DATASET.value == "omg":
     manual = _MANUAL_DIR.value or os.environ.get("OMG_DIR", "")
-    if not omg_emotion.is_prepared(data_dir, kind) or _OVERWRITE.value:
-      _say(f"reading {manual or '(no --manual_dir, no $OMG_DIR)'}; audio features {kind}")
+    if omg_emotion.is_prepared(data_dir, kind) and not _OVERWRITE.value:
+      if manual:  # the copy must be of the folder the user names
+        omg_emotion.check_source(omg_emotion.info(data_dir, kind)["source"], manual,
+                                 omg_emotion.prepared_path(data_dir, kind))
+    elif manual:
+      _say(f"reading {manual}; audio features {kind}")
     summary = omg_emotion.prepare(
         manual or None, data_dir, audio_features=kind, split_dirs=_SPLIT_DIRS.value,
         workers=_WORKERS.value, overwrite=_OVERWRITE.value, progress=_Progress())

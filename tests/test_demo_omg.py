@@ -9,7 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from emobed_datasets import demo_omg, omg_emotion
+from emobed_datasets.errors import DataError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(num_train=7, num_validation=7, num_test=8, dead_rows=1,
@@ -80,3 +82,15 @@ def test_prepare_data_demo_report_and_missing_corpus(tmp_path):
   for part in (str(missing), "$OMG_DIR", "knowledgetechnologyuhh/OMGEmotionChallenge",
                "python launch/train.py --flagfile=demo_omg.flags"):
     assert part in lines[0]
+
+
+def test_check_source(tmp_path):
+  raw = tmp_path / "raw"
+  demo_omg.write_demo_omg_corpus(raw, 0, **TINY)
+  recorded = omg_emotion.corpus_fingerprint(raw)
+  moved = tmp_path / "moved"
+  raw.rename(moved)
+  omg_emotion.check_source(recorded, moved, "P")  # same files elsewhere: fine
+  next(moved.rglob("*.wav")).unlink()
+  with pytest.raises(DataError, match="prepared data at P was built from .*rerun with --overwrite"):
+    omg_emotion.check_source(recorded, moved, "P")

@@ -38,7 +38,7 @@ from emobed_datasets.omg_emotion.readers import (
 
 _LAZY = {
     "Builder": "omg_emotion_dataset_builder",
-    "corpus_fingerprint": "source",
+    "corpus_fingerprint": "source", "check_source": "source",
     "Utterances": "prepared", "info": "prepared", "is_prepared": "prepared",
     "load_split": "prepared", "prepare": "prepared", "prepared_path": "prepared",
 }
