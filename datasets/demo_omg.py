@@ -169,12 +169,12 @@ def _face(rng: np.random.Generator, label: int, seconds: float, bias: np.ndarray
     success[start:start + int(rng.integers(2, 10))] = 0
   confidence = np.where(success == 1, rng.uniform(0.85, 0.98, n), 0.0)
   lines = [", ".join(_OPENFACE_HEADER)]
+  for values in (gaze, angles, head, au_r, au_c):  # OpenFace writes zeros there
+    values[success == 0] = 0.0
   for i in range(n):
-    ok = success[i] == 1
-    z = (lambda v: v if ok else np.zeros_like(v))
-    values = ([f"{v:.6f}" for v in z(gaze[i])] + [f"{v:.3f}" for v in z(angles[i])]
-              + [f"{v:.6f}" for v in z(head[i])] + [f"{v:.2f}" for v in z(au_r[i])]
-              + [f"{v:.2f}" for v in z(au_c[i])])
+    values = ([f"{v:.6f}" for v in gaze[i]] + [f"{v:.3f}" for v in angles[i]]
+              + [f"{v:.6f}" for v in head[i]] + [f"{v:.2f}" for v in au_r[i]]
+              + [f"{v:.2f}" for v in au_c[i]])
     lines.append(", ".join([str(i + 1), "0", f"{t[i]:.3f}", f"{confidence[i]:.2f}",
                             str(success[i])] + values))
   return "\n".join(lines) + "\n"
