@@ -4,6 +4,7 @@ on it and without the corpus."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -65,10 +66,17 @@ def _script(*args: str) -> subprocess.CompletedProcess:
 
 def test_prepare_data_demo_report_and_missing_corpus(tmp_path):
   data = tmp_path / "data"
-  prepared = demo_omg.prepare_demo_omg(data, 4, workers=1, **TINY)
+  # Two worker processes (the parallel path) and another audio feature choice.
+  prepared = demo_omg.prepare_demo_omg(data, 4, audio_features="compare_lld", workers=2,
+                                       **TINY)
   assert prepared == demo_omg.demo_omg_paths(data, 4)[1]
-  assert len(omg_emotion.load_split(prepared, "test")) == 8
-  done = _script("--dataset=demo_omg", "--seed=4", f"--data_dir={data}")
+  test = omg_emotion.load_split(prepared, "test", "compare_lld")
+  meta = omg_emotion.info(prepared, "compare_lld")
+  assert len(test) == 8 and test[-1]["audio"].shape[1] == 65 == meta["feature_dims"]["audio"]
+  manifest = json.loads(Path(meta["manifest"]).read_text())
+  assert [e["utterance_id"] for e in test] == manifest["splits"]["test"]["kept"]
+  done = _script("--dataset=demo_omg", "--seed=4", f"--data_dir={data}",
+                 "--omg_audio_features=compare_lld")
   assert done.returncode == 0, done.stderr
   assert "train: 7 utterances kept of 9 CSV rows; skipped: 1 blank row, 1 missing clip" \
       in done.stdout
