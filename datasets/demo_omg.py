@@ -28,8 +28,8 @@ How the numbers are made (nothing is tuned to favour a training setting):
 * video at 30 frames/s: AU intensities from a class prototype (`AU_CUES`:
   Happy smiles, Sad has lip-corner depressors; Anger and Disgust share brow
   lowering, Fear and Surprise share raised brows: a valence-like cue) times
-  a per-utterance intensity and a slow envelope, plus per-speaker bias and
-  noise; AU presences = intensity > 1; gaze and pose noise; about a third of
+  a per-utterance intensity, plus per-utterance noise on each AU, times a
+  slow envelope, plus per-speaker bias and per-frame noise; AU presences = intensity > 1; gaze and pose noise; about a third of
   the utterances have a short run of frames with ``success`` 0 (zeros, as
   OpenFace writes).
 
@@ -48,12 +48,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-
 from emobed_datasets.common import exclusive_lock
 from emobed_datasets.errors import DataError
 
-__all__ = ["write_demo_omg_corpus", "ensure_demo_omg_corpus", "prepare_demo_omg",
-           "demo_omg_paths", "CLASS_WEIGHTS", "DEFAULT_SIZES"]
+__all__ = [
+  "CLASS_WEIGHTS",
+  "DEFAULT_SIZES",
+  "demo_omg_paths",
+  "ensure_demo_omg_corpus",
+  "prepare_demo_omg",
+  "write_demo_omg_corpus",
+]
 
 CLASS_NAMES = ("Anger", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise")
 CSV_NAMES = {"train": "omg_TrainVideos.csv", "validation": "omg_ValidationVideos.csv",
@@ -82,9 +87,9 @@ _AU_C = ("01", "02", "04", "05", "06", "07", "09", "10", "12", "14", "15", "17",
          "23", "25", "26", "28", "45")
 #: Class -> AU intensity prototype (AU -> intensity 0..5; others 0.2).
 AU_CUES = (
-    {"04": 2.5, "07": 2.0, "23": 1.5, "09": 0.8},
-    {"04": 2.0, "07": 1.6, "09": 1.8, "10": 1.5, "23": 0.8},
-    {"01": 2.2, "02": 1.8, "04": 1.0, "05": 2.0, "20": 1.5, "26": 1.5, "25": 1.0},
+    {"04": 2.5, "07": 2.0, "23": 1.5, "09": 0.8, "10": 0.6},
+    {"04": 2.2, "07": 1.8, "09": 1.2, "10": 1.0, "23": 1.2},
+    {"01": 2.4, "02": 2.2, "05": 2.0, "26": 1.8, "25": 1.2, "20": 0.8, "04": 0.6},
     {"06": 2.5, "12": 3.0, "25": 1.0},
     {},
     {"01": 1.5, "04": 1.5, "15": 2.0, "17": 1.5},
@@ -98,17 +103,21 @@ _OPENFACE_HEADER = (
 
 
 def _class_counts(total: int) -> list[int]:
-  """Largest-remainder apportionment of `total` to CLASS_WEIGHTS, >= 1 each."""
+  """Largest-remainder apportionment of `total` to CLASS_WEIGHTS; a class
+  that would get none takes one from the largest (every class in every
+  split).  78 k utterances give exactly k x CLASS_WEIGHTS."""
   if total < len(CLASS_WEIGHTS):
     raise ValueError(f"{total} utterances: at least {len(CLASS_WEIGHTS)} needed "
                      "(every class in every split)")
   w = np.asarray(CLASS_WEIGHTS, np.float64)
-  extra = total - len(w)
-  share = extra * w / w.sum()
+  share = total * w / w.sum()
   counts = np.floor(share).astype(int)
   order = np.argsort(-(share - counts), kind="stable")
-  counts[order[: extra - counts.sum()]] += 1
-  return [int(c) + 1 for c in counts]
+  counts[order[: total - counts.sum()]] += 1
+  for c in np.flatnonzero(counts == 0):
+    counts[int(np.argmax(counts))] -= 1
+    counts[c] = 1
+  return [int(c) for c in counts]
 
 
 def _voice(rng: np.random.Generator, label: int, seconds: float, base_f0: float) -> np.ndarray:
@@ -142,9 +151,10 @@ def _face(rng: np.random.Generator, label: int, seconds: float, bias: np.ndarray
   n = max(2, int(seconds * VIDEO_FPS))
   t = np.arange(n) / VIDEO_FPS
   proto = np.array([AU_CUES[label].get(a, 0.2) for a in _AU_R])
+  proto = proto * rng.uniform(0.5, 1.2) + rng.normal(0, 0.4, proto.size)  # this utterance
   envelope = 0.75 + 0.25 * np.sin(2 * np.pi * rng.uniform(0.2, 0.6) * t
                                   + rng.uniform(0, 2 * np.pi))
-  au_r = (proto[None] * rng.uniform(0.5, 1.2) * envelope[:, None] + bias[None]
+  au_r = (proto[None] * envelope[:, None] + bias[None]
           + rng.normal(0, 0.35, (n, proto.size)))
   au_r = np.clip(au_r, 0.0, 5.0)
   r_of = dict(zip(_AU_R, au_r.T))
@@ -159,12 +169,12 @@ def _face(rng: np.random.Generator, label: int, seconds: float, bias: np.ndarray
     success[start:start + int(rng.integers(2, 10))] = 0
   confidence = np.where(success == 1, rng.uniform(0.85, 0.98, n), 0.0)
   lines = [", ".join(_OPENFACE_HEADER)]
+  for values in (gaze, angles, head, au_r, au_c):  # OpenFace writes zeros there
+    values[success == 0] = 0.0
   for i in range(n):
-    ok = success[i] == 1
-    z = (lambda v: v if ok else np.zeros_like(v))  # noqa: E731  OpenFace writes zeros
-    values = ([f"{v:.6f}" for v in z(gaze[i])] + [f"{v:.3f}" for v in z(angles[i])]
-              + [f"{v:.6f}" for v in z(head[i])] + [f"{v:.2f}" for v in z(au_r[i])]
-              + [f"{v:.2f}" for v in z(au_c[i])])
+    values = ([f"{v:.6f}" for v in gaze[i]] + [f"{v:.3f}" for v in angles[i]]
+              + [f"{v:.6f}" for v in head[i]] + [f"{v:.2f}" for v in au_r[i]]
+              + [f"{v:.2f}" for v in au_c[i]])
     lines.append(", ".join([str(i + 1), "0", f"{t[i]:.3f}", f"{confidence[i]:.2f}",
                             str(success[i])] + values))
   return "\n".join(lines) + "\n"
@@ -213,7 +223,7 @@ def write_demo_omg_corpus(
       video_number += 1
       video = "00042" if video_number == 2 else f"{rng.integers(16 ** 8):08x}"
       base_f0 = rng.uniform(100, 220)
-      bias = rng.normal(0, 0.25, len(_AU_R))
+      bias = rng.normal(0, 0.35, len(_AU_R))
       pose = np.concatenate([rng.normal([0, 0, 500], [30, 30, 80]), rng.normal(0, 0.1, 3)])
       start = 0.0
       for k in range(int(rng.integers(2, 7))):

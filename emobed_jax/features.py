@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -355,7 +356,8 @@ def utterance_features(
   * ``egemaps_functionals``: the 88 eGeMAPSv02 functionals over 1 s windows
     every 100 ms (openSMILE's sliding-window functionals, as the RECOLA stream
     above; row ``k`` covers ``[0.1 k, 0.1 k + 1]`` s, no padding); an utterance
-    shorter than one window gets one vector over the whole signal.  1 s holds
+    without a full window (shorter than about 1.05 s) gets one vector over the
+    whole signal.  1 s holds
     a few syllables (enough for pitch and loudness statistics) and 10 vectors
     per second keep utterances of 1-10 s at 10-100 steps;
   * ``compare_lld``: the 65 ComParE_2016 low-level descriptors every 10 ms.
@@ -369,8 +371,8 @@ def utterance_features(
   Returns:
     ``(features [T, D] float32, frame_rate in Hz, names [D])``; D is 25, 88 or
     65; T about ``100 * seconds`` for the LLDs (openSMILE drops the last
-    partial analysis frames), ``floor((seconds - 1) / 0.1) + 1`` for the
-    functionals.
+    analysis frames that do not fit: 196 for 2 s), about ``(seconds - 1) /
+    0.1`` for the functionals (10 for 2 s), at least 1.
 
   Raises:
     AudioError: unreadable or too short audio (< :data:`MIN_SECONDS`), no
@@ -386,16 +388,25 @@ def utterance_features(
     signal, rate = read_wav(source)
   else:
     signal, rate = decode_sound_track(source)
-  signal = np.asarray(signal, np.float32).reshape(-1)
+  # opensmile (2.6.0) turns the signal into int16 as ``(x * 32768).astype(int16)``,
+  # which wraps around above 32767: decoded lossy tracks (AAC) can overshoot
+  # 1.0 slightly, so clip to the int16 range first (a no-op for PCM WAVs).
+  signal = np.clip(np.asarray(signal, np.float32).reshape(-1), -1.0, 32767 / 32768)
   seconds = signal.size / rate
   if seconds < MIN_SECONDS:
     raise AudioError(f"{seconds:.3f} s of audio; at least {MIN_SECONDS} s is needed")
   smile = _utterance_smile(kind)
   values = np.zeros((0, UTTERANCE_FEATURES[kind][2]), np.float32)
   if kind != "egemaps_functionals" or seconds >= UTTERANCE_WINDOW_S:
-    values = smile.process_signal(signal, rate).to_numpy(np.float32)
-  if kind == "egemaps_functionals" and values.shape[0] == 0:
-    values = _smile(None).process_signal(signal, rate).to_numpy(np.float32)
+    with warnings.catch_warnings():  # its all-NaN filler row is handled below
+      warnings.filterwarnings("ignore", "Segment too short", UserWarning)
+      values = smile.process_signal(signal, rate).to_numpy(np.float32)
+  if kind == "egemaps_functionals":
+    # Signals just over one window may get no full window; opensmile then
+    # returns one all-NaN row ("Segment too short, filling with NaN").
+    values = values[~np.all(np.isnan(values), axis=1)]
+    if values.shape[0] == 0:
+      values = _smile(None).process_signal(signal, rate).to_numpy(np.float32)
   if values.shape[0] == 0:
     raise AudioError(f"openSMILE gave no {kind} frame for {seconds:.3f} s of audio")
   if not np.all(np.isfinite(values)):

@@ -11,16 +11,50 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from emobed_datasets.errors import DataError
 from emobed_datasets.omg_emotion import readers
 
-__all__ = ["SPLITS", "CSV_NAMES", "Clip", "SplitScan", "scan_split", "extract_clip",
-           "MISSING_CLIP", "MISSING_OPENFACE", "UNREADABLE_AUDIO"]
+__all__ = [
+  "AUDIO_FEATURES",
+  "CSV_NAMES",
+  "HELP",
+  "MISSING_CLIP",
+  "MISSING_OPENFACE",
+  "SPLITS",
+  "UNREADABLE_AUDIO",
+  "Clip",
+  "SplitScan",
+  "extract_clip",
+  "missing_corpus_message",
+  "scan_split",
+]
 
 SPLITS = ("train", "validation", "test")
 CSV_NAMES = {"train": "omg_TrainVideos.csv", "validation": "omg_ValidationVideos.csv",
              "test": "omg_TestVideos_WithLabels.csv"}
+
+#: Audio feature choices (= emobed_jax.config.OMG_AUDIO_FEATURES) -> width
+#: (emobed_jax.features.utterance_features).
+AUDIO_FEATURES = {"egemaps_lld": 25, "egemaps_functionals": 88, "compare_lld": 65}
+
+#: The one-line message for a missing corpus (`missing_corpus_message` adds the
+#: folder looked in).
+HELP = ("OMG-Emotion not found (looked in --manual_dir, default $OMG_DIR): expected "
+        "omg_TrainVideos.csv, omg_ValidationVideos.csv, omg_TestVideos_WithLabels.csv "
+        "and the clips in train/, validation/, test/; the clips come from YouTube "
+        "through the organisers' download script "
+        "(github.com/knowledgetechnologyuhh/OMGEmotionChallenge), with an OpenFace 2.0 "
+        "CSV beside each; to try the pipeline without it: "
+        "python launch/train.py --flagfile=demo_omg.flags")
+
+
+def missing_corpus_message(manual_dir: str | os.PathLike[str] | None) -> str:
+  """`HELP` with the folder that was looked in (or that none was given)."""
+  where = (f"in {Path(manual_dir).expanduser()}" if manual_dir
+           else "nowhere: neither --manual_dir nor $OMG_DIR is set")
+  return HELP.replace("(looked in --manual_dir, default $OMG_DIR)",
+                      f"(looked {where}; --manual_dir, default $OMG_DIR)")
+
 
 #: Skip reasons (keys of the summary's ``skipped``), besides the CSV ones of
 #: `readers.parse_omg_csv` ('blank row', 'row with empty fields', 'duplicate row').

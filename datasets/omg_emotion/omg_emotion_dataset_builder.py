@@ -31,16 +31,14 @@ from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
-from etils import epath
-
 from emobed_datasets.errors import DataError
 from emobed_datasets.omg_emotion import extract as extract_lib
 from emobed_datasets.omg_emotion import readers
+from etils import epath
 
-__all__ = ["Builder", "AUDIO_FEATURES", "MANIFEST_FILE", "MANIFEST_KEY"]
+__all__ = ["AUDIO_FEATURES", "MANIFEST_FILE", "MANIFEST_KEY", "Builder"]
 
-#: Audio feature choices (= emobed_jax.config.OMG_AUDIO_FEATURES) -> width.
-AUDIO_FEATURES = {"egemaps_lld": 25, "egemaps_functionals": 88, "compare_lld": 65}
+AUDIO_FEATURES = extract_lib.AUDIO_FEATURES
 MANIFEST_FILE = "manifest.json"
 MANIFEST_KEY = "manifest"
 
@@ -103,7 +101,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     dim = AUDIO_FEATURES[self.builder_config.name]
-    matrix = lambda d: tfds.features.Tensor(  # noqa: E731
+    matrix = lambda d: tfds.features.Tensor(
         shape=(None, d), dtype=np.float32, encoding=tfds.features.Encoding.BYTES)
     vector = tfds.features.Tensor(shape=(None,), dtype=np.float32,
                                   encoding=tfds.features.Encoding.BYTES)
@@ -125,6 +123,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     from emobed_datasets.omg_emotion import source as source_lib
+
     from emobed_jax import features
 
     manual_dir = Path(dl_manager.manual_dir)

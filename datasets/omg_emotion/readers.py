@@ -19,12 +19,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
 from emobed_datasets.errors import DataError
 
 __all__ = [
-    "CLASS_NAMES", "CSV_COLUMNS", "OPENFACE_COLUMNS", "Row", "CsvResult",
-    "read_omg_csv", "parse_omg_csv", "read_openface", "parse_openface",
+  "CLASS_NAMES",
+  "CSV_COLUMNS",
+  "OPENFACE_COLUMNS",
+  "CsvResult",
+  "Row",
+  "parse_omg_csv",
+  "parse_openface",
+  "read_omg_csv",
+  "read_openface",
 ]
 
 #: EmotionMaxVote 0..6 (docs/DATA.md).

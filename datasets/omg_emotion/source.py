@@ -23,7 +23,7 @@ from typing import Any
 from emobed_datasets.errors import DataError
 from emobed_datasets.omg_emotion import extract as extract_lib
 
-__all__ = ["corpus_fingerprint"]
+__all__ = ["check_source", "corpus_fingerprint"]
 
 
 def corpus_fingerprint(manual_dir: str | os.PathLike[str],
@@ -49,3 +49,25 @@ def corpus_fingerprint(manual_dir: str | os.PathLike[str],
   digest = hashlib.sha256("".join(sorted(lines)).encode("utf-8")).hexdigest()
   return {"path": str(root), "fingerprint": f"sha256:{digest}", "num_files": len(lines),
           "total_bytes": total, "split_dirs": list(split_dirs)}
+
+
+def check_source(recorded: dict[str, Any], manual_dir: str | os.PathLike[str],
+                 where: str | os.PathLike[str]) -> None:
+  """Checks that a prepared copy (built from `recorded`, its metadata's
+  ``'source'``) was built from `manual_dir`: same fingerprint, wherever the
+  folder is now.
+
+  Raises:
+    DataError: one line naming both folders and how to rebuild
+      (``--overwrite``); also when `manual_dir` is not a folder.
+  """
+  given = Path(manual_dir).expanduser()
+  split_dirs = tuple(recorded.get("split_dirs") or extract_lib.SPLITS)
+  current = corpus_fingerprint(given, split_dirs)
+  if current["fingerprint"] == recorded.get("fingerprint"):
+    return
+  raise DataError(
+      f"prepared data at {where} was built from {recorded.get('path')} "
+      f"({recorded.get('num_files', '?')} files), not {current['path']} "
+      f"({current['num_files']} files, other names or sizes): rerun with --overwrite "
+      "to rebuild it from the new folder, or drop --manual_dir / $OMG_DIR")

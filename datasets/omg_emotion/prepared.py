@@ -11,10 +11,12 @@ the removal of leftovers of killed builds are those of
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import multiprocessing
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,38 +24,36 @@ from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
-
 from emobed_datasets.common import exclusive_lock
 from emobed_datasets.errors import DataError
 from emobed_datasets.omg_emotion import extract as extract_lib
+from emobed_datasets.omg_emotion.extract import (
+  AUDIO_FEATURES,
+  HELP,
+  missing_corpus_message,
+)
 from emobed_datasets.omg_emotion.omg_emotion_dataset_builder import (
-    AUDIO_FEATURES, MANIFEST_FILE, Builder)
+  MANIFEST_FILE,
+  Builder,
+)
+
 # The TFDS plumbing shared with RECOLA (quiet output, leftovers of killed
 # builds, TFDS's empty downloads/ folder): one copy, in recola.prepare.
 from emobed_datasets.recola.prepare import (
-    _remove_empty_dirs, _remove_incomplete_builds, _tfds_output)
+  _remove_empty_dirs,
+  _remove_incomplete_builds,
+  _tfds_output,
+)
 
-__all__ = ["HELP", "missing_corpus_message", "prepare", "is_prepared", "prepared_path",
-           "load_split", "info"]
-
-#: The one-line message for a missing corpus (`missing_corpus_message` adds the
-#: folder looked in).
-HELP = ("OMG-Emotion not found (looked in --manual_dir, default $OMG_DIR): expected "
-        "omg_TrainVideos.csv, omg_ValidationVideos.csv, omg_TestVideos_WithLabels.csv "
-        "and the clips in train/, validation/, test/; the clips come from YouTube "
-        "through the organisers' download script "
-        "(github.com/knowledgetechnologyuhh/OMGEmotionChallenge), with an OpenFace 2.0 "
-        "CSV beside each; to try the pipeline without it: "
-        "python launch/train.py --flagfile=demo_omg.flags")
-
-
-def missing_corpus_message(manual_dir: str | os.PathLike[str] | None) -> str:
-  """`HELP` with the folder that was looked in (or that none was given)."""
-  where = (f"in {Path(manual_dir).expanduser()}" if manual_dir
-           else "nowhere: neither --manual_dir nor $OMG_DIR is set")
-  return HELP.replace("(looked in --manual_dir, default $OMG_DIR)",
-                      f"(looked {where}; --manual_dir, default $OMG_DIR)")
-
+__all__ = [
+  "HELP",
+  "info",
+  "is_prepared",
+  "load_split",
+  "missing_corpus_message",
+  "prepare",
+  "prepared_path",
+]
 
 def _check_kind(audio_features: str) -> None:
   if audio_features not in AUDIO_FEATURES:
@@ -141,7 +141,7 @@ def prepare(
     builder = Builder(config=audio_features, data_dir=os.fspath(data_root),
                       file_format="array_record")
     builder.split_dirs = split_dirs
-    builder.progress = progress
+    builder.progress = _unsilenced(progress)
     workers = (os.cpu_count() or 1) if workers is None else int(workers)
     if workers < 1:
       raise DataError(f"workers {workers}: expected at least 1")
@@ -165,6 +165,18 @@ def prepare(
     _remove_empty_dirs(download_dir)
   return _summary(data_root, audio_features, already=False,
                   seconds=time.perf_counter() - start)
+
+
+def _unsilenced(progress):
+  """`progress` with the caller's stdout, which TFDS's quiet mode redirects."""
+  if progress is None:
+    return None
+  stdout = sys.stdout
+
+  def call(done: int, total: int, elapsed: float) -> None:
+    with contextlib.redirect_stdout(stdout):
+      progress(done, total, elapsed)
+  return call
 
 
 def _metadata(data_root: Path, audio_features: str) -> dict[str, Any]:
