@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import _cli  # noqa: F401  (first: the sys.path guard)
+import _multihost
 from absl import flags
 
 from emobed_datasets.errors import DataError
@@ -49,7 +50,9 @@ flags.DEFINE_integer("cpu_devices", 0, "Host (CPU) devices to run pmap over; 0 =
 flags.DEFINE_bool("malloc_tuning", True, "Keep freed memory in the process (glibc "
                   "mallopt): no page faults on the step's buffers every step.",
                   flag_values=FLAGS)
-LAUNCHER = [("Launcher", ("workdir", "cpu_devices", "malloc_tuning"))]
+_multihost.define_flags(FLAGS)
+LAUNCHER = [("Launcher", ("workdir", "cpu_devices", "malloc_tuning")),
+            ("Multi-process (docs/CLUSTER.md)", _multihost.NAMES)]
 
 
 def skipped(info: dict) -> str:
@@ -146,6 +149,9 @@ def main(argv: list[str]) -> None:
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                              + f" --xla_force_host_platform_device_count={cores}").strip()
   configure_malloc(FLAGS.malloc_tuning)  # before JAX starts its threads
+  # Several processes (hosts, or one per GPU): join them before any JAX
+  # backend use; nothing happens on a single machine.
+  multi = _multihost.start(FLAGS)
   # JAX is imported only now, after XLA_FLAGS is final (one host device per core).
   from emobed_jax.train import RunInterrupted, logged_terms, train_and_evaluate  # noqa: PLC0415
   from emobed_jax.workdir import RunError  # noqa: PLC0415
@@ -157,9 +163,13 @@ def main(argv: list[str]) -> None:
            f"workdir {workdir}")
   start = time.perf_counter()
   stop = _StopOnSignal()
+  report = _reporter(logged_terms(cfg.core))
+  stop_requested = stop
+  if multi:  # progress from process 0 only; every process stops at the same step
+    report = _multihost.main_only(report, multi)
+    stop_requested = _multihost.agreed_stop(stop)
   try:
-    train_and_evaluate(cfg, workdir, report=_reporter(logged_terms(cfg.core)),
-                       stop_requested=stop)
+    train_and_evaluate(cfg, workdir, report=report, stop_requested=stop_requested)
   except RunInterrupted as e:
     _cli.say(f"{stop.name}: {e} ({workdir})")
     sys.exit(EXIT_INTERRUPTED)
@@ -169,8 +179,9 @@ def main(argv: list[str]) -> None:
     _cli.fail(f"{e.strerror or e}: {e.filename}" if e.filename else e)
   finally:
     stop.restore()
-  _cli.say(f"results: {workdir / 'results.json'} (wall time "
-           f"{time.perf_counter() - start:.0f} s)")
+  if not multi or multi["process_index"] == 0:
+    _cli.say(f"results: {workdir / 'results.json'} (wall time "
+             f"{time.perf_counter() - start:.0f} s)")
 
 
 if __name__ == "__main__":
