@@ -2,8 +2,9 @@
 
   import _multihost
   _multihost.define_flags(FLAGS)          # beside the script's other launcher flags
-  ...                                     # after XLA_FLAGS is final, before JAX is used:
-  info = _multihost.start(FLAGS)          # one "distributed: ..." line, or nothing
+  p = _multihost.plan(FLAGS)              # after parsing: P processes? (no JAX yet)
+  ...                                     # set XLA_FLAGS; then, before JAX is used:
+  info = _multihost.start(FLAGS, p)       # one "distributed: ..." line, or nothing
 
 A single-machine run (no flag, no SLURM/Open MPI/TPU-pod environment) starts
 nothing and prints nothing (emobed_jax.distributed.plan says when).
@@ -37,15 +38,24 @@ def define_flags(flag_values: flags.FlagValues) -> None:
                        **kw)
 
 
-def start(flag_values: flags.FlagValues) -> dict | None:
-  """Initialise JAX's distributed runtime if this is a multi-process run
-  (before any JAX backend use) and print one line saying where this process
-  stands; None for a single-process run.  A bad flag or a failed start is
-  one ``error:`` line, exit 1."""
+def plan(flag_values: flags.FlagValues) -> distributed.Plan:
+  """:func:`emobed_jax.distributed.plan` from the launcher flags and the
+  environment (no JAX yet); a bad flag is one ``error:`` line, exit 1."""
   fv = flag_values
   try:
-    p = distributed.plan(fv.coordinator_address, fv.num_processes, fv.process_id)
-    distributed.initialize(p, fv.distributed_timeout)
+    return distributed.plan(fv.coordinator_address, fv.num_processes, fv.process_id)
+  except distributed.DistributedError as e:
+    _cli.fail(e)
+
+
+def start(flag_values: flags.FlagValues, p: distributed.Plan | None = None) -> dict | None:
+  """Initialise JAX's distributed runtime if this is a multi-process run
+  (``p``, default :func:`plan`; call before any JAX backend use) and print
+  one line saying where this process stands; None for a single-process run.
+  A failed start is one ``error:`` line, exit 1."""
+  p = p or plan(flag_values)
+  try:
+    distributed.initialize(p, flag_values.distributed_timeout)
   except distributed.DistributedError as e:
     _cli.fail(e)
   if not p.multi_process:
@@ -57,12 +67,16 @@ def start(flag_values: flags.FlagValues) -> dict | None:
   return info
 
 
-def main_only(report, info: dict):
-  """``report`` on process 0; on the others only warnings pass (the lines
-  would repeat process 0's)."""
+def main_only(report, info: dict, labelled=None):
+  """``report`` on process 0.  The other processes print only warnings and
+  their train-loss and final lines, through ``labelled`` (a reporter whose
+  lines name the process; default ``report``), so a log shows that all
+  processes agree without repeating every line."""
   if info["process_index"] == 0:
     return report
-  return lambda kind, data: report(kind, data) if kind == "warning" else None
+  labelled = labelled or report
+  return lambda kind, data: (labelled(kind, data) if kind in ("warning", "train", "done")
+                             else None)
 
 
 #: Steps between two checks, agreed among processes, of a stop request.

@@ -51,8 +51,7 @@ flags.DEFINE_bool("malloc_tuning", True, "Keep freed memory in the process (glib
                   "mallopt): no page faults on the step's buffers every step.",
                   flag_values=FLAGS)
 _multihost.define_flags(FLAGS)
-LAUNCHER = [("Launcher", ("workdir", "cpu_devices", "malloc_tuning")),
-            ("Multi-process (docs/CLUSTER.md)", _multihost.NAMES)]
+LAUNCHER = [("Launcher", ("workdir", "cpu_devices", "malloc_tuning") + _multihost.NAMES)]
 
 
 def skipped(info: dict) -> str:
@@ -60,38 +59,41 @@ def skipped(info: dict) -> str:
   return "" if n is None else f" skipped {n} non-finite (total {info['skipped_nonfinite_total']})"
 
 
-def _reporter(terms: tuple[str, ...]):
+def _reporter(terms: tuple[str, ...], prefix: str = ""):
+  def say(message: str) -> None:
+    _cli.say(message, prefix)
+
   def report(kind: str, info: dict) -> None:
     if kind == "data":
-      _cli.say(f"data: {info['train']} train / {info['val']} validation / {info['eval']} "
-               f"evaluation recordings, {info['windows']} windows, "
-               f"{info['steps_per_epoch']} steps/epoch, {info['total_steps']} steps on "
-               f"{info['devices']} devices (ready in {info['seconds']:.1f} s); model "
-               f"selection on {info['selection_split']}")
+      say(f"data: {info['train']} train / {info['val']} validation / {info['eval']} "
+          f"evaluation recordings, {info['windows']} windows, "
+          f"{info['steps_per_epoch']} steps/epoch, {info['total_steps']} steps on "
+          f"{info['devices']} devices (ready in {info['seconds']:.1f} s); model "
+          f"selection on {info['selection_split']}")
     elif kind == "warning":
-      print(f"warning: {info['message']}", file=sys.stderr, flush=True)
+      print(f"{prefix}warning: {info['message']}", file=sys.stderr, flush=True)
     elif kind == "resume":
       best = info["best_step"]
-      _cli.say(f"resuming from step {info['step']} (best so far: "
-               f"{'step ' + str(best) if best is not None else 'none yet'})")
+      say(f"resuming from step {info['step']} (best so far: "
+          f"{'step ' + str(best) if best is not None else 'none yet'})")
     elif kind == "train":
       parts = " ".join(f"{t.replace('task_', '')} {info[t]:.4f}" for t in terms
                        if t not in ("loss", "task_target", "grad_norm"))
-      _cli.say(f"step {info['step']}/{info['total_steps']} epoch {info['epoch']:.1f} "
-               f"loss {info['loss']:.4f} (target {info['task_target']:.4f}"
-               f"{' ' + parts if parts else ''})"
-               f"{skipped(info)} {info['steps_per_second']:.1f} steps/s "
-               f"ETA {_cli.fmt_seconds(info['eta_seconds'])}")
+      say(f"step {info['step']}/{info['total_steps']} epoch {info['epoch']:.1f} "
+          f"loss {info['loss']:.4f} (target {info['task_target']:.4f}"
+          f"{' ' + parts if parts else ''})"
+          f"{skipped(info)} {info['steps_per_second']:.1f} steps/s "
+          f"ETA {_cli.fmt_seconds(info['eta_seconds'])}")
     elif kind == "eval":
       dims = " ".join(f"{k} {v:.3f}" for k, v in info.items() if k.startswith("ccc_"))
-      _cli.say(f"validation after epoch {info['epoch']}: {dims}"
-               f"{' (best)' if info['is_best'] else ''}")
+      say(f"validation after epoch {info['epoch']}: {dims}"
+          f"{' (best)' if info['is_best'] else ''}")
     elif kind == "done":
       r = info["results"]
       m = " ".join(f"{k} {v:.3f}" for k, v in r["metrics"].items())
       what = "already finished" if info["already"] else "finished"
-      _cli.say(f"{what}: {r['setting']} {r['modality']} -> {r['eval_split']} "
-               f"({r['ccc_granularity']}): {m}; best step {r['best_step']}")
+      say(f"{what}: {r['setting']} {r['modality']} -> {r['eval_split']} "
+          f"({r['ccc_granularity']}): {m}; best step {r['best_step']}")
   return report
 
 
@@ -141,7 +143,9 @@ def main(argv: list[str]) -> None:
     cfg = _cli.config_from_flags(C.RunConfig, FLAGS).validate()
   except C.ConfigError as e:
     _cli.fail(e)
-  cores = FLAGS.cpu_devices or _auto_cpu_devices(os.cpu_count() or 1, cfg.batch_size)
+  plan = _multihost.plan(FLAGS)  # several processes? (a bad flag: one line, exit 1)
+  per_process = cfg.batch_size // (plan.num_processes or 1)  # each splits its share
+  cores = FLAGS.cpu_devices or _auto_cpu_devices(os.cpu_count() or 1, per_process)
   if not FLAGS.cpu_devices and cores < (os.cpu_count() or 1):
     _cli.say(f"note: {cores} host device{'s' if cores > 1 else ''} (not one per core: "
              f"the largest count that divides --batch_size={cfg.batch_size}); set "
@@ -151,7 +155,7 @@ def main(argv: list[str]) -> None:
   configure_malloc(FLAGS.malloc_tuning)  # before JAX starts its threads
   # Several processes (hosts, or one per GPU): join them before any JAX
   # backend use; nothing happens on a single machine.
-  multi = _multihost.start(FLAGS)
+  multi = _multihost.start(FLAGS, plan)
   # JAX is imported only now, after XLA_FLAGS is final (one host device per core).
   from emobed_jax.train import RunInterrupted, logged_terms, train_and_evaluate  # noqa: PLC0415
   from emobed_jax.workdir import RunError  # noqa: PLC0415
@@ -165,8 +169,9 @@ def main(argv: list[str]) -> None:
   stop = _StopOnSignal()
   report = _reporter(logged_terms(cfg.core))
   stop_requested = stop
-  if multi:  # progress from process 0 only; every process stops at the same step
-    report = _multihost.main_only(report, multi)
+  if multi:  # every process stops at the same step; the others print less
+    report = _multihost.main_only(report, multi, _reporter(
+        logged_terms(cfg.core), f"[process {multi['process_index']}] "))
     stop_requested = _multihost.agreed_stop(stop)
   try:
     train_and_evaluate(cfg, workdir, report=report, stop_requested=stop_requested)
