@@ -387,17 +387,22 @@ def train_batches(source: WindowSource, global_batch: int, seed: int, num_epochs
 
   Windows are shuffled per epoch (grain reshuffles each repetition), the
   epochs concatenated, and batch ``k`` is windows ``[kB, (k+1)B)`` of that
-  order; process ``p`` of ``P`` takes every P-th of them, so the union over
-  processes is the global batch.  Indexing the result by the step is the
-  whole iterator state.
+  order; process ``p`` of ``P`` takes its contiguous block ``p`` of ``B/P``
+  rows, so the union over processes is the global batch and global device
+  ``p * L + l`` (pmap's order) gets the rows device ``p * L + l`` of one
+  process with ``P * L`` devices would (same dropout keys too).  Indexing
+  the result by the step is the whole iterator state.
   """
   if global_batch % process_count:
     raise ValueError(f"batch_size: {global_batch} is not divisible by the "
                      f"{process_count} processes")
   ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat(num_epochs)
+  # Multi-process (emobed_jax.distributed): sub-batches of B/P rows; global
+  # batch k is sub-batches kP..kP+P-1, so process p takes every P-th from p.
+  ds = ds.batch(global_batch // process_count, drop_remainder=True)
   if process_count > 1:
     ds = ds.slice(slice(process_index, None, process_count))
-  return ds.batch(global_batch // process_count, drop_remainder=True)
+  return ds
 
 
 def steps_per_epoch(num_windows: int, global_batch: int) -> int:

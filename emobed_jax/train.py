@@ -23,6 +23,7 @@ A batch is a dict of arrays (per device):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -543,7 +544,9 @@ def train_and_evaluate(config: RunConfig, workdir: str | Path, report: Report | 
   total_steps = spe * config.epochs
   model, state = create_train_state(core, jax.random.key(config.seed))
   wd.create(workdir)  # the first write
-  with wd.locked(workdir):
+  # Multi-process (emobed_jax.distributed): the processes share the workdir;
+  # process 0 alone holds its lock (the others would be refused by it).
+  with wd.locked(workdir) if is_main else contextlib.nullcontext():
     if not wd.has_checkpoint(workdir) and is_main:
       wd.write_start(workdir, config, data.stats, data.source)
     batches = utt_batches if utt else train_batches(

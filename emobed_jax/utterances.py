@@ -206,8 +206,10 @@ def pad_batch(utterances: Sequence[Utterance], rows: Sequence[int | None], shape
 class UtteranceBatches:
   """Training batches of utterances, indexed by the step (module docstring).
 
-  ``batches[step]`` is this process's share (every ``process_count``-th
-  row, from ``process_index``) of global batch ``step``, a dict as
+  ``batches[step]`` is this process's share (its contiguous block
+  ``process_index`` of ``global_batch / process_count`` rows, as
+  :func:`emobed_jax.input_pipeline.train_batches` cuts windows) of global
+  batch ``step``, a dict as
   :func:`pad_batch` returns.  ``steps_per_epoch`` is the same every epoch:
   ``sum_k ceil(U_k / global_batch)`` over the buckets.
   """
@@ -241,7 +243,8 @@ class UtteranceBatches:
   def __getitem__(self, step: int) -> dict[str, np.ndarray]:
     epoch, j = divmod(int(step), self.steps_per_epoch)
     k, rows = self._plan(epoch)[j]
-    mine = rows[self.process_index::self.process_count]
+    per = self.global_batch // self.process_count  # process p: its contiguous block p,
+    mine = rows[self.process_index * per:(self.process_index + 1) * per]  # as train_batches
     return pad_batch(self.utterances, mine, self.shapes[k], self.task)
 
 
