@@ -170,6 +170,8 @@ def test_two_processes_train_as_one(demo_dir, tmp_path):
   l1, l2 = _losses(one), _losses(two)
   assert sorted(l1) == sorted(l2) == [1, 2, 3]
   for step in l1:
+    print(f"step {step}: loss 1 process {l1[step]!r}, 2 processes {l2[step]!r}, "
+          f"relative difference {abs(l2[step] - l1[step]) / abs(l1[step]):.2e}")
     assert abs(l2[step] - l1[step]) <= 1e-5 * abs(l1[step]), (step, l1[step], l2[step])
   r1 = json.loads((one / "results.json").read_text())
   r2 = json.loads((two / "results.json").read_text())
@@ -266,3 +268,17 @@ def test_accelerator_extras_pin_jax_like_the_install():
     [req] = [Requirement(r) for r in extras[name].strip().splitlines()]
     assert (req.name, req.extras, req.specifier) == ("jax", {name}, pin)
     assert name in jax_extras
+
+
+def test_agreed_stop_is_checked_every_few_steps():
+  """launch/_multihost.agreed_stop (here on one process: the all-gather is
+  then of one flag): False between exchanges, then True for good."""
+  import _multihost
+  asked = []
+  poll = _multihost.agreed_stop(lambda: bool(asked), every=3)
+  assert [poll(), poll(), poll()] == [False, False, False]
+  asked.append(1)
+  assert [poll(), poll()] == [False, False]  # asked, but not at an exchange yet
+  assert poll() is True
+  asked.clear()
+  assert poll() is True  # decided: every process stops at this same step
