@@ -142,6 +142,20 @@ def test_unreachable_coordinator_is_one_line(demo_dir, tmp_path):
   assert not (tmp_path / "w").exists()
 
 
+def test_coordinator_port_in_use_is_one_line(demo_dir, tmp_path):
+  with socket.socket() as busy:
+    busy.bind(("", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    [(code, _, err)] = finish([start(
+        [*FLAGS, f"--data_dir={demo_dir}", f"--workdir={tmp_path / 'w'}",
+         f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", "--process_id=0"])],
+        timeout=120)
+  assert code == 1, err[-2000:]
+  assert err == (f"error: --coordinator_address=127.0.0.1:{port}: process 0 cannot listen "
+                 f"on port {port} (Address already in use); choose a free port\n")
+
+
 def _losses(workdir):
   return {r["step"]: r["loss"] for r in read_jsonl(workdir / "metrics.jsonl")
           if r["split"] == "train"}
