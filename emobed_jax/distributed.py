@@ -42,6 +42,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import socket
+import time
 from collections.abc import Mapping
 
 #: Seconds ``jax.distributed.initialize`` waits for every process to connect
@@ -164,6 +166,38 @@ def plan(coordinator_address: str = "", num_processes: int = 0, process_id: int 
   return Plan()
 
 
+def _preflight(p: Plan, timeout_s: float) -> int:
+  """Check the coordinator address before JAX's runtime uses it; returns the
+  seconds left of ``timeout_s`` (at least 1).  Raises DistributedError."""
+  host, port = p.coordinator_address.rsplit(":", 1)
+  host = host.strip("[]")
+  deadline = time.monotonic() + timeout_s
+  if p.process_id == 0:
+    try:  # the service binds every address on this port ('[::]:port')
+      with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # As gRPC does: a port left in TIME_WAIT by a previous run is free.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("", int(port)))
+    except OSError as e:
+      raise DistributedError(f"--coordinator_address={p.coordinator_address}: process 0 "
+                             f"cannot listen on port {port} ({e.strerror or e}); choose a "
+                             "free port") from None
+    return max(1, int(timeout_s))
+  while True:
+    try:
+      with socket.create_connection((host, int(port)), timeout=2):
+        break
+    except OSError as e:
+      if time.monotonic() >= deadline:
+        raise DistributedError(
+            f"--coordinator_address={p.coordinator_address}: no coordinator answered "
+            f"within {timeout_s:g} s ({e.strerror or e}); start process 0 there, or check "
+            "the host, the port and the firewall (--distributed_timeout to wait "
+            "longer)") from None
+      time.sleep(0.2)
+  return max(1, int(deadline - time.monotonic()))
+
+
 def initialize(p: Plan, timeout_s: int = DEFAULT_TIMEOUT_S) -> None:
   """Start JAX's distributed runtime as ``p`` says (nothing for a single
   process).  Must run before anything touches a JAX backend (devices,
@@ -174,10 +208,15 @@ def initialize(p: Plan, timeout_s: int = DEFAULT_TIMEOUT_S) -> None:
     timeout_s: seconds to wait for all processes to connect (>= 1).
 
   Raises:
-    DistributedError: JAX's backend is already in use, or the processes did
-      not all connect within ``timeout_s`` (an unreachable coordinator, a
-      wrong ``--num_processes``), or JAX's auto-detection failed; the message
-      says which and how this process was started.
+    DistributedError: (explicit addresses) process 0 cannot listen on the
+      coordinator's port, or another process finds no coordinator there
+      within ``timeout_s``; or JAX's initialisation raised (auto-detection
+      failed, the backend was already in use); the message says which and
+      how this process was started.
+
+  Not caught (JAX ends the process with a fatal error after ``timeout_s``):
+  the coordinator is up but not every process registers with it (a wrong
+  ``--num_processes``, a task that never started).
   """
   if not p.multi_process:
     return
@@ -191,6 +230,12 @@ def initialize(p: Plan, timeout_s: int = DEFAULT_TIMEOUT_S) -> None:
     args = {}
     where = (f"{p.method} process {p.process_id} of {p.num_processes}"
              if p.num_processes else f"{p.method} (process count from the TPU metadata)")
+  if p.method == "explicit":
+    # JAX aborts the process (a C++ fatal error, not an exception) when the
+    # coordinator cannot be reached in time, so this process checks first
+    # what it can: process 0 that the port is free, the others that the
+    # coordinator answers, both within the timeout.
+    timeout_s = _preflight(p, timeout_s)
   try:
     jax.distributed.initialize(initialization_timeout=int(timeout_s), **args)
   except Exception as e:  # noqa: BLE001  (XLA raises plain RuntimeErrors / XlaRuntimeError)
