@@ -163,8 +163,11 @@ class Checkpointer:
       lost = [s for s, _ in errors]
       for s in lost:  # set aside (kept for inspection), so that step can be saved anew
         path = self.directory / str(s)
-        path.rename(path.with_name(f"{s}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"))
+        if jax.process_index() == 0:  # multi-process: one renames, all then see it
+          path.rename(path.with_name(f"{s}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"))
       if lost:
+        if jax.process_count() > 1:
+          ocp.multihost.sync_global_processes("emobed_jax_set_aside_damaged")
         self._mgr.reload()
       return state, meta, lost
     raise CheckpointError(f"{self.directory}: no checkpoint restores into this run's state ("

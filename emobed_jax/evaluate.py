@@ -1,10 +1,18 @@
-"""Evaluation of the target branch on whole recordings, and ``results.json``.
+"""Evaluation of the target branch, and ``results.json``.
 
-Every number here is a CCC (:func:`emobed_jax.metrics.ccc`, population
-moments, Lin 1989) of predictions against the gold standard at the full
-frame rate, named with its granularity: ``concatenated`` (all recordings of
-a split joined, the AVEC 2016 convention) or ``per_recording`` (one CCC per
-recording; ``per_recording_mean`` is their mean).
+Recordings (RECOLA, demo): every number is a CCC
+(:func:`emobed_jax.metrics.ccc`, population moments, Lin 1989) of
+predictions against the gold standard at the full frame rate, named with its
+granularity: ``concatenated`` (all recordings of a split joined, the AVEC
+2016 convention) or ``per_recording`` (one CCC per recording;
+``per_recording_mean`` is their mean).
+
+Utterances (OMG-Emotion, demo_omg): classification is scored with accuracy,
+macro F1 and unweighted average recall (UAR, the mean of the per-class
+recalls: the metric that does not reward predicting the majority class) from
+one confusion matrix over the split's utterances; utterance-level regression
+with CCC over the utterances (granularity ``utterance``, as the OMG-Emotion
+challenge scored arousal and valence).
 """
 
 from __future__ import annotations
@@ -13,8 +21,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from emobed_jax import input_pipeline, metrics
-from emobed_jax.config import DataConfig
+from emobed_jax import input_pipeline, metrics, utterances
+from emobed_jax.config import DataConfig, RunConfig
 
 
 def dims_metrics(values: Any, dims: Sequence[str]) -> dict[str, float]:
@@ -84,7 +92,8 @@ def results_record(config: Any, final: Mapping[str, Any], *, selection_split: st
   """
   dcfg, task = config.data, config.core.task
   return {
-      "dataset": dcfg.dataset, "setting": task.setting, "modality": dcfg.modality,
+      "dataset": dcfg.dataset, "task": task.task, "setting": task.setting,
+      "modality": dcfg.modality,
       "aux_modality": dcfg.aux_modality if task.parts["aux"] else None,
       "eval_split": dcfg.eval_split, "seed": config.seed, "best_step": best_meta["best_step"],
       "metrics": final["concatenated"], "ccc_granularity": "concatenated",
@@ -98,3 +107,134 @@ def results_record(config: Any, final: Mapping[str, Any], *, selection_split: st
       "total_steps": total_steps, "devices": devices, "processes": processes,
       "provenance": dict(provenance or {}),
   }
+
+
+def utterance_predictions(p_eval: Callable, params: Any, utts: Sequence[Any], num_devices: int,
+                          num_buckets: int, where: str = "") -> np.ndarray:
+  """Target-branch outputs per utterance: ``[U, C]`` logits or ``[U, D]`` values.
+
+  Raises:
+    FloatingPointError: an output is NaN or inf (names the utterance and ``where``).
+  """
+  out = None
+  for idx, arrays in utterances.eval_batches(utts, num_devices, num_buckets):
+    pred = np.asarray(p_eval(params, arrays["target"], arrays["mask"]))
+    pred = pred.reshape((-1,) + pred.shape[2:])[:len(idx)]
+    if out is None:
+      out = np.zeros((len(utts),) + pred.shape[1:], np.float32)
+    out[idx] = pred
+  bad = ~np.all(np.isfinite(out), axis=-1)
+  if np.any(bad):
+    raise FloatingPointError(
+        f"the predictions for utterance {utts[int(np.argmax(bad))].name} became NaN or inf"
+        f"{' at ' + where if where else ''}; try a lower --learning_rate or --clip_norm")
+  return out
+
+
+def classification_metrics(labels: np.ndarray, preds: np.ndarray,
+                           num_classes: int) -> dict[str, Any]:
+  """``{"accuracy", "macro_f1", "uar"}`` floats and ``"confusion"`` ``[C, C]``
+  counts (rows gold, columns predicted) of ``[U]`` gold and predicted ids."""
+  cm = metrics.confusion_matrix(labels, preds, num_classes)
+  s = metrics.scores_from_confusion(cm)
+  return {"accuracy": s.accuracy, "macro_f1": s.macro_f1, "uar": s.uar,
+          "confusion": cm.tolist()}
+
+
+def evaluate_utterances(p_eval: Callable, params: Any, utts: Sequence[Any], config: RunConfig,
+                        num_devices: int, where: str = "") -> dict[str, Any]:
+  """Scores of the target branch on a split's utterances.
+
+  Args:
+    p_eval: pmapped :func:`emobed_jax.train.eval_step`.
+    params: the (replicated) parameters; only the target branch is used.
+    utts: standardised :class:`~emobed_jax.utterances.Utterance` s.
+    config: the run's resolved config (task, dimensions, length_buckets).
+    num_devices: local devices ``p_eval`` maps over.
+    where: what is evaluated, for the error message.
+
+  Returns:
+    classification: ``{"metrics": {"accuracy", "macro_f1", "uar"},
+    "confusion": [[int]], "per_utterance": {name: {"label", "pred",
+    "probs"}}}``; regression: ``{"metrics": {"ccc_<dim>", "ccc_mean"},
+    "per_utterance": {name: {dim: [pred, gold]}}}`` (CCC over utterances).
+
+  Raises:
+    FloatingPointError: a NaN or inf output.
+  """
+  out = utterance_predictions(p_eval, params, utts, num_devices, config.data.length_buckets,
+                              where)
+  gold = utterances.arrays_of(utts)
+  if config.core.task.task == "classification":
+    probs = np.exp(out - out.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    pred = probs.argmax(-1)
+    scores = classification_metrics(gold["labels"], pred, out.shape[-1])
+    return {"metrics": {k: scores[k] for k in ("accuracy", "macro_f1", "uar")},
+            "confusion": scores["confusion"],
+            "per_utterance": {u.name: {"label": int(y), "pred": int(p),
+                                       "probs": [round(float(q), 6) for q in pr]}
+                              for u, y, p, pr in zip(utts, gold["labels"], pred, probs)}}
+  dims = config.data.dimensions
+  return {"metrics": dims_metrics(metrics.ccc(out, gold["values"]), dims),
+          "per_utterance": {u.name: {d: [float(out[i, j]), float(gold["values"][i, j])]
+                                     for j, d in enumerate(dims)}
+                            for i, u in enumerate(utts)}}
+
+
+def selection_score(config: RunConfig, val: Mapping[str, Any]) -> tuple[str, float]:
+  """The validation number model selection maximises: ``ccc_mean``
+  (regression; concatenated CCC on recordings), ``uar`` (classification:
+  UAR, because OMG-Emotion's classes are very unbalanced)."""
+  name = "uar" if config.core.task.task == "classification" else "ccc_mean"
+  m = val["metrics"] if "metrics" in val else val["concatenated"]
+  return name, float(m[name])
+
+
+def utterance_results_record(config: RunConfig, final: Mapping[str, Any],
+                             validation: Mapping[str, Any], *, majority_class: int | None,
+                             class_names: Sequence[str], counts: Mapping[str, int],
+                             selection_split: str, best_meta: Mapping[str, Any],
+                             latest_meta: Mapping[str, Any], total_steps: int, devices: int,
+                             processes: int, provenance: Mapping[str, Any] | None = None,
+                             manifest: str | None = None) -> dict[str, Any]:
+  """The content of ``results.json`` for an utterance corpus (docs/DESIGN.md).
+
+  ``final``/``validation``: :func:`evaluate_utterances` of the best
+  checkpoint on the evaluation and the validation split.  Classification
+  adds the majority-class baseline (always predicting the most frequent
+  training class) scored the same way.
+  """
+  dcfg, task = config.data, config.core.task
+  classification = task.task == "classification"
+  split = dcfg.eval_split
+  rec = {
+      "dataset": dcfg.dataset, "task": task.task, "setting": task.setting,
+      "modality": dcfg.modality, "aux_modality": dcfg.aux_modality if task.parts["aux"] else None,
+      "eval_split": split, "seed": config.seed, "best_step": best_meta["best_step"],
+      "metrics": final["metrics"],
+      ("metric_granularity" if classification else "ccc_granularity"): "utterance",
+      "metrics_by_split": {"validation": validation["metrics"], split: final["metrics"]},
+  }
+  if classification:
+    rec.update(confusion=final["confusion"], class_names=list(class_names),
+               confusion_by_split={"validation": validation["confusion"],
+                                   split: final["confusion"]})
+    labels = np.asarray([v["label"] for v in final["per_utterance"].values()])
+    base = classification_metrics(labels, np.full_like(labels, majority_class),
+                                  len(class_names))
+    rec["majority_baseline"] = {"class": class_names[majority_class],
+                                **{k: base[k] for k in ("accuracy", "macro_f1", "uar")}}
+  metric = "uar" if classification else "ccc_mean"
+  rec.update({
+      "per_utterance": final["per_utterance"],
+      "selection": {"split": selection_split, "metric": metric,
+                    f"best_val_{metric}": best_meta["best_score"]},
+      "data": {"utterances": dict(counts), "manifest": manifest},
+      "train_seconds": latest_meta.get("train_seconds"),
+      "steps_per_second": latest_meta.get("steps_per_second"),
+      "skipped_nonfinite": latest_meta.get("skipped_nonfinite", 0),
+      "total_steps": total_steps, "devices": devices, "processes": processes,
+      "provenance": dict(provenance or {}),
+  })
+  return rec

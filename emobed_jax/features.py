@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -137,16 +138,18 @@ def read_wav(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
   return signal, int(rate)
 
 
-def _smile(window_s: float | None):
+def _smile(window_s: float | None, step_s: float = FRAME_S):
   """An eGeMAPSv02 functionals extractor: sliding ``window_s`` windows every
-  40 ms, or (None) one vector for the whole signal (openSMILE's default)."""
+  ``step_s`` (40 ms), or (None) one vector for the whole signal (openSMILE's
+  default)."""
   opensmile = _opensmile()
   if window_s is None:
     return opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
                            feature_level=opensmile.FeatureLevel.Functionals)
   conf = Path(opensmile.__file__).parent / "core/config/egemaps/v02/eGeMAPSv02.conf"
-  inc = Path(tempfile.gettempdir()) / f"emobed_framemode_{window_s:g}s_{os.getuid()}.conf.inc"
-  text = (f"frameMode = fixed\nframeSize = {window_s:g}\nframeStep = {FRAME_S:g}\n"
+  inc = Path(tempfile.gettempdir()) / (
+      f"emobed_framemode_{window_s:g}s_{step_s:g}s_{os.getuid()}.conf.inc")
+  text = (f"frameMode = fixed\nframeSize = {window_s:g}\nframeStep = {step_s:g}\n"
           "frameCenterSpecial = left\n")
   if not inc.is_file() or inc.read_text() != text:
     tmp = inc.with_name(f"{inc.name}.{os.getpid()}")
@@ -240,3 +243,172 @@ def synthetic_utterance(seconds: float = 7.0, rate: int = 16000, seed: int = 0) 
   loud = 0.55 + 0.45 * np.sin(2 * np.pi * 0.15 * t)
   return (0.25 * syllables * loud * voiced / 3 + 0.01 * rng.standard_normal(t.size)
           ).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------
+# OMG-Emotion: per-utterance audio feature sequences (issue 9, item 2)
+# ---------------------------------------------------------------------------
+
+#: OMG audio feature choices (``emobed_jax.config.OMG_AUDIO_FEATURES``) ->
+#: (openSMILE feature set, level, width).
+UTTERANCE_FEATURES = {
+    "egemaps_lld": ("eGeMAPSv02", "lld", 25),
+    "egemaps_functionals": ("eGeMAPSv02", "func", 88),
+    "compare_lld": ("ComParE_2016", "lld", 65),
+}
+#: Step of openSMILE's low-level descriptors (seconds): 100 frames per second.
+LLD_STEP_S = 0.01
+#: ``egemaps_functionals``: the 88 functionals over windows of this length...
+UTTERANCE_WINDOW_S = 1.0
+#: ... every this many seconds (10 vectors per second).
+UTTERANCE_HOP_S = 0.1
+
+
+def utterance_frame_rate(kind: str) -> float:
+  """Vectors per second of :func:`utterance_features` ``kind``: 100.0 for the
+  LLDs (one every 10 ms), 10.0 for ``egemaps_functionals``.
+
+  Raises:
+    ValueError: an unknown ``kind``.
+  """
+  _check_kind(kind)
+  return 1.0 / (UTTERANCE_HOP_S if kind == "egemaps_functionals" else LLD_STEP_S)
+
+
+def _check_kind(kind: str) -> None:
+  if kind not in UTTERANCE_FEATURES:
+    raise ValueError(f"audio features {kind!r}: expected one of {sorted(UTTERANCE_FEATURES)}")
+
+
+_SMILES: dict = {}
+
+
+def _utterance_smile(kind: str):
+  """One openSMILE extractor per kind and process (building one parses its
+  configuration, ~50 ms; reused across clips)."""
+  if kind not in _SMILES:
+    opensmile = _opensmile()
+    feature_set, level, _ = UTTERANCE_FEATURES[kind]
+    if level == "lld":
+      _SMILES[kind] = opensmile.Smile(
+          feature_set=getattr(opensmile.FeatureSet, feature_set),
+          feature_level=opensmile.FeatureLevel.LowLevelDescriptors)
+    else:  # openSMILE's own sliding-window functionals, as for RECOLA above
+      _SMILES[kind] = _smile(UTTERANCE_WINDOW_S, UTTERANCE_HOP_S)
+  return _SMILES[kind]
+
+
+def utterance_feature_names(kind: str = "egemaps_lld") -> list[str]:
+  """Column names of :func:`utterance_features` ``kind`` (openSMILE's names,
+  e.g. ``'Loudness_sma3'``), in column order."""
+  _check_kind(kind)
+  return list(_utterance_smile(kind).feature_names)
+
+
+def decode_sound_track(clip: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
+  """The first audio stream of a video clip as a mono float32 signal, via ffmpeg.
+
+  ffmpeg (the Debian package, ``/usr/bin/ffmpeg``) decodes the stream at its
+  own sample rate, all channels, to a temporary 32-bit float WAV, which
+  :func:`read_wav` reads (averaging the channels): the same samples as a
+  lossless WAV of the stream give the same features.
+
+  Returns:
+    ``(signal [n] float32, sample_rate in Hz)``.
+
+  Raises:
+    FileNotFoundError: ffmpeg is not on ``PATH`` (its ``filename`` is
+      ``'ffmpeg'``); callers turn it into their one-line error.
+    AudioError: the clip is missing, has no audio stream or cannot be decoded.
+  """
+  import shutil
+  import subprocess
+
+  clip = Path(clip)
+  ffmpeg = shutil.which("ffmpeg")
+  if ffmpeg is None:
+    raise FileNotFoundError(2, "ffmpeg not found on PATH (apt-get install ffmpeg)", "ffmpeg")
+  if not clip.is_file():
+    raise AudioError(f"{clip}: not found")
+  with tempfile.TemporaryDirectory(prefix="emobed_ffmpeg_") as tmp:
+    out = Path(tmp) / "track.wav"
+    done = subprocess.run(
+        [ffmpeg, "-nostdin", "-v", "error", "-i", str(clip), "-vn", "-map", "0:a:0",
+         "-c:a", "pcm_f32le", "-f", "wav", str(out)],
+        capture_output=True, text=True, check=False)
+    if done.returncode != 0 or not out.is_file():
+      why = " ".join(done.stderr.split())[-300:] or f"exit status {done.returncode}"
+      raise AudioError(f"{clip}: ffmpeg could not decode an audio stream ({why})")
+    signal, rate = read_wav(out)
+  return signal, rate
+
+
+def utterance_features(
+    source: str | os.PathLike[str] | tuple[np.ndarray, int],
+    kind: str = "egemaps_lld",
+) -> tuple[np.ndarray, float, list[str]]:
+  """An utterance's audio feature sequence, computed with openSMILE.
+
+  Kinds (``emobed_jax.config.OMG_AUDIO_FEATURES``):
+
+  * ``egemaps_lld``: the 25 eGeMAPSv02 low-level descriptors, one vector
+    every 10 ms (openSMILE's 20 ms / 60 ms analysis frames, smoothed);
+  * ``egemaps_functionals``: the 88 eGeMAPSv02 functionals over 1 s windows
+    every 100 ms (openSMILE's sliding-window functionals, as the RECOLA stream
+    above; row ``k`` covers ``[0.1 k, 0.1 k + 1]`` s, no padding); an utterance
+    without a full window (shorter than about 1.05 s) gets one vector over the
+    whole signal.  1 s holds
+    a few syllables (enough for pitch and loudness statistics) and 10 vectors
+    per second keep utterances of 1-10 s at 10-100 steps;
+  * ``compare_lld``: the 65 ComParE_2016 low-level descriptors every 10 ms.
+
+  Args:
+    source: ``(signal [n], sample_rate)``, a WAV file (:func:`read_wav`) or
+      any other file ffmpeg can read the sound track of (an mp4 clip,
+      :func:`decode_sound_track`); the signal is used at its own sample rate.
+    kind: one of the above.
+
+  Returns:
+    ``(features [T, D] float32, frame_rate in Hz, names [D])``; D is 25, 88 or
+    65; T about ``100 * seconds`` for the LLDs (openSMILE drops the last
+    analysis frames that do not fit: 196 for 2 s), about ``(seconds - 1) /
+    0.1`` for the functionals (10 for 2 s), at least 1.
+
+  Raises:
+    AudioError: unreadable or too short audio (< :data:`MIN_SECONDS`), no
+      audio stream, opensmile missing, or openSMILE returned no frame or a
+      NaN/inf value (never replaced by a number).
+    FileNotFoundError: a non-WAV source needs ffmpeg and it is not installed.
+    ValueError: an unknown ``kind``.
+  """
+  _check_kind(kind)
+  if isinstance(source, tuple):
+    signal, rate = source
+  elif Path(source).suffix.lower() == ".wav":
+    signal, rate = read_wav(source)
+  else:
+    signal, rate = decode_sound_track(source)
+  # opensmile (2.6.0) turns the signal into int16 as ``(x * 32768).astype(int16)``,
+  # which wraps around above 32767: decoded lossy tracks (AAC) can overshoot
+  # 1.0 slightly, so clip to the int16 range first (a no-op for PCM WAVs).
+  signal = np.clip(np.asarray(signal, np.float32).reshape(-1), -1.0, 32767 / 32768)
+  seconds = signal.size / rate
+  if seconds < MIN_SECONDS:
+    raise AudioError(f"{seconds:.3f} s of audio; at least {MIN_SECONDS} s is needed")
+  smile = _utterance_smile(kind)
+  values = np.zeros((0, UTTERANCE_FEATURES[kind][2]), np.float32)
+  if kind != "egemaps_functionals" or seconds >= UTTERANCE_WINDOW_S:
+    with warnings.catch_warnings():  # its all-NaN filler row is handled below
+      warnings.filterwarnings("ignore", "Segment too short", UserWarning)
+      values = smile.process_signal(signal, rate).to_numpy(np.float32)
+  if kind == "egemaps_functionals":
+    # Signals just over one window may get no full window; opensmile then
+    # returns one all-NaN row ("Segment too short, filling with NaN").
+    values = values[~np.all(np.isnan(values), axis=1)]
+    if values.shape[0] == 0:
+      values = _smile(None).process_signal(signal, rate).to_numpy(np.float32)
+  if values.shape[0] == 0:
+    raise AudioError(f"openSMILE gave no {kind} frame for {seconds:.3f} s of audio")
+  if not np.all(np.isfinite(values)):
+    raise AudioError(f"openSMILE gave NaN or inf {kind} values")
+  return values, utterance_frame_rate(kind), list(smile.feature_names)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import grain
 import numpy as np
@@ -48,8 +48,12 @@ RECOLA_HELP = (
     "run the demo: python launch/train.py --flagfile=demo.flags")
 
 
-def resolve_prepared_dir(cfg: DataConfig) -> Path:
+def resolve_prepared_dir(cfg: DataConfig, progress: Callable[[int, int, float], None] | None = None
+                         ) -> Path:
   """Prepare the data if needed (demo: generate it first); return the TFDS data dir.
+
+  ``progress(done, total, elapsed_s)`` is called as OMG-Emotion clips are
+  processed (feature extraction is the long part of preparing it).
 
   Args:
     cfg: ``dataset`` (``demo`` or ``recola``), ``data_dir`` (empty:
@@ -75,6 +79,8 @@ def resolve_prepared_dir(cfg: DataConfig) -> Path:
   if cfg.dataset == "demo":
     demo.prepare_demo(data_dir, cfg.demo_seed)
     return demo.demo_paths(data_dir, cfg.demo_seed)[1]
+  if cfg.utterances:
+    return _resolve_omg(cfg, data_dir, progress)
   manual = cfg.manual_dir or os.environ.get("RECOLA_DIR", "")
   if recola.is_prepared(data_dir):
     if manual:  # the copy must come from the package the user named
@@ -90,6 +96,33 @@ def resolve_prepared_dir(cfg: DataConfig) -> Path:
         f"RECOLA not found: {manual_path} (--manual_dir/RECOLA_DIR) is not a folder, "
         f"and no prepared copy at {recola.prepared_path(data_dir)}. {RECOLA_HELP}")
   recola.prepare(manual_path, data_dir)
+  return data_dir
+
+
+def _resolve_omg(cfg: DataConfig, data_dir: Path, progress) -> Path:
+  """:func:`resolve_prepared_dir` for OMG-Emotion and its demo (the demo
+  corpus is generated in the organisers' formats, then prepared)."""
+  # Imported here: the OMG builder pulls in openSMILE only when preparing.
+  from emobed_datasets import demo_omg, omg_emotion  # noqa: PLC0415
+  features = cfg.omg_audio_features
+  if cfg.dataset == "demo_omg":
+    return Path(demo_omg.prepare_demo_omg(data_dir, cfg.demo_seed, audio_features=features,
+                                          progress=progress))
+  manual = cfg.manual_dir or os.environ.get("OMG_DIR", "")
+  if omg_emotion.is_prepared(data_dir, features):
+    return data_dir
+  where = omg_emotion.prepared_path(data_dir, features)
+  if not manual:
+    raise CorpusNotFoundError(
+        f"OMG-Emotion not found: no prepared copy at {where} (--data_dir) and no "
+        f"--manual_dir or OMG_DIR given. {omg_emotion.HELP}")
+  manual_path = Path(manual).expanduser()
+  if not manual_path.is_dir():
+    raise CorpusNotFoundError(
+        f"OMG-Emotion not found: {manual_path} (--manual_dir/OMG_DIR) is not a folder, "
+        f"and no prepared copy at {where}. {omg_emotion.HELP}")
+  omg_emotion.prepare(manual_path, data_dir, audio_features=features,
+                      split_dirs=cfg.omg_split_dirs, progress=progress)
   return data_dir
 
 
@@ -354,17 +387,22 @@ def train_batches(source: WindowSource, global_batch: int, seed: int, num_epochs
 
   Windows are shuffled per epoch (grain reshuffles each repetition), the
   epochs concatenated, and batch ``k`` is windows ``[kB, (k+1)B)`` of that
-  order; process ``p`` of ``P`` takes every P-th of them, so the union over
-  processes is the global batch.  Indexing the result by the step is the
-  whole iterator state.
+  order; process ``p`` of ``P`` takes its contiguous block ``p`` of ``B/P``
+  rows, so the union over processes is the global batch and global device
+  ``p * L + l`` (pmap's order) gets the rows device ``p * L + l`` of one
+  process with ``P * L`` devices would (same dropout keys too).  Indexing
+  the result by the step is the whole iterator state.
   """
   if global_batch % process_count:
     raise ValueError(f"batch_size: {global_batch} is not divisible by the "
                      f"{process_count} processes")
   ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat(num_epochs)
+  # Multi-process (emobed_jax.distributed): sub-batches of B/P rows; global
+  # batch k is sub-batches kP..kP+P-1, so process p takes every P-th from p.
+  ds = ds.batch(global_batch // process_count, drop_remainder=True)
   if process_count > 1:
     ds = ds.slice(slice(process_index, None, process_count))
-  return ds.batch(global_batch // process_count, drop_remainder=True)
+  return ds
 
 
 class WindowBatches:

@@ -3,6 +3,9 @@
     predictor = load_predictor("runs/demo_emobed_audio_seed0")
     pred = predictor(features)          # [frames, target_dim] -> [frames, D]
 
+    omg = load_predictor("runs/demo_omg_emobed_audio_seed0")
+    probs = omg.predict_utterance(x)    # [frames, target_dim] -> [7] class probabilities
+
 The predictor reads ``config.json`` and ``stats.json`` of the run, restores
 the best checkpoint and keeps only the target encoder and the head: no
 auxiliary modality, input or parameter is needed.  Features are
@@ -19,7 +22,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from emobed_jax import checkpoint, input_pipeline, models, parallel, train, writers
+from emobed_jax import checkpoint, input_pipeline, models, parallel, train, utterances, writers
 from emobed_jax import workdir as workdir_lib
 from emobed_jax.config import RunConfig
 
@@ -42,11 +45,23 @@ class Predictor:
     return self.config.data.dimensions
 
   @property
+  def per_utterance(self) -> bool:
+    """One prediction per utterance (OMG-Emotion models): use
+    :meth:`predict_utterance`."""
+    return self.config.data.utterances
+
+  @property
   def layout(self) -> str:
     """What one input row holds, e.g. ``[frames, 176]: the arousal-variant
     then the valence-variant audio features of docs/DATA.md side by side``."""
     d = self.config.data
     want = self.config.core.task.target_dim
+    if self.per_utterance:
+      if d.modality == "audio":
+        return (f"[frames, {want}]: the {d.omg_audio_features} audio features of "
+                "emobed_jax.features.utterance_features")
+      return (f"[frames, {want}]: the OpenFace columns "
+              "emobed_datasets.omg_emotion.readers.OPENFACE_COLUMNS, in that order")
     v = d.variants()
     if len(v) == 1:
       what = f"the {v[0]}-variant {d.modality} features of docs/DATA.md"
@@ -56,6 +71,9 @@ class Predictor:
     return f"[frames, {want}]: {what}"
 
   def _checked(self, features: Any) -> np.ndarray:
+    if self.per_utterance:
+      raise ValueError("this run's model predicts one value per utterance: use "
+                       "predict_utterance")
     features = np.asarray(features, np.float32)
     want = self.config.core.task.target_dim
     if features.ndim != 2 or features.shape[1] != want:
@@ -122,13 +140,54 @@ class Predictor:
     Returns ``[frames, D]`` float32, D = ``config.data.dimensions``.
 
     Raises:
-      ValueError: another shape (the message names the layout), NaN or inf.
+      ValueError: another shape (the message names the layout), NaN or inf;
+        an utterance model (use :meth:`predict_utterance`).
     """
     features = self._checked(features)
     d = self.config.data
     x = self._aligned(features).target[None]
     pred = np.asarray(self._apply(self.params, x, np.ones(x.shape[:2], np.float32)))[0]
     return input_pipeline.upsample(pred, d.frame_step, features.shape[0])
+
+
+  def predict_utterance(self, features: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Raw features of one utterance -> its prediction (OMG-Emotion models).
+
+    Args:
+      features: ``[frames, target_dim]`` float in :attr:`layout`.
+      mask: ``[frames]``, 1 for real frames (OpenFace ``success``), or None
+        (all real).
+
+    Returns:
+      classification: ``[C]`` float32 class probabilities (softmax of the
+      logits; class names in ``emobed_datasets.omg_emotion.CLASS_NAMES``);
+      regression: ``[D]`` float32 values of ``config.data.dimensions``.
+
+    Raises:
+      ValueError: another shape (names the layout), NaN or inf on a real
+        frame, no real frame, or a model of recordings (use ``__call__``).
+    """
+    if not self.per_utterance:
+      raise ValueError("this run's model predicts every frame of a recording: call it")
+    x = np.asarray(features, np.float32)
+    want = self.config.core.task.target_dim
+    if x.ndim != 2 or x.shape[1] != want or x.shape[0] == 0:
+      raise ValueError(f"features: expected {self.layout}; got {x.shape}")
+    m = np.ones(x.shape[0], np.float32) if mask is None else np.asarray(mask, np.float32)
+    if m.shape != x.shape[:1]:
+      raise ValueError(f"mask: expected [{x.shape[0]}], got {m.shape}")
+    if not np.any(m > 0):
+      raise ValueError("no real frame (every frame is masked: OpenFace found no face)")
+    if not np.all(np.isfinite(x[m > 0])):
+      raise ValueError("features: NaN or inf values")
+    u = utterances.standardize(
+        utterances.Utterance("input", x, m, None, None, 0, np.zeros(0, np.float32)),
+        self.standardizer)
+    out = np.asarray(self._apply(self.params, u.target[None], u.target_mask[None]))[0]
+    if self.config.core.task.task == "classification":
+      e = np.exp(out - out.max())
+      return (e / e.sum()).astype(np.float32)
+    return out.astype(np.float32)
 
 
 def load_predictor(workdir: str | Path, *, best: bool = True,

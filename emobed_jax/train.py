@@ -23,6 +23,7 @@ A batch is a dict of arrays (per device):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -37,7 +38,7 @@ import optax
 from flax import struct
 from flax.training import train_state
 
-from emobed_jax import checkpoint, evaluate, losses, parallel, prefetch, run_data
+from emobed_jax import checkpoint, evaluate, losses, parallel, prefetch, run_data, utterances
 from emobed_jax import workdir as wd
 from emobed_jax.config import CoreConfig, OptimConfig, RunConfig
 from emobed_jax.input_pipeline import WindowBatches, WindowSource, steps_per_epoch
@@ -390,8 +391,9 @@ class _Rate:
     return self.steps / max(time.perf_counter() - self.start, 1e-9)
 
 
-def _train_loop(st: TrainState, batches, rng, *, config: RunConfig, data: run_data.RunData,
-                p_step: Callable, p_eval: Callable, ckpt: checkpoint.Checkpointer,
+def _train_loop(st: TrainState, batches, rng, *, config: RunConfig,
+                p_step: Callable, validate: Callable[[Any, str], dict[str, float]],
+                ckpt: checkpoint.Checkpointer,
                 log: wd.MetricsLog, report: Report, steps_per_epoch: int,
                 meta: dict[str, Any], stop_requested: Callable[[], bool]) -> None:
   """Steps from ``st.step`` to the end.
@@ -401,11 +403,12 @@ def _train_loop(st: TrainState, batches, rng, *, config: RunConfig, data: run_da
   every save (no host sync per step).  Validation and one checkpoint every
   ``eval_every_epochs`` epochs and at the last step; a checkpoint without
   validation when ``stop_requested()`` turns true (then RunInterrupted).
+  ``validate(params, where)`` returns the validation metrics (flat); model
+  selection maximises :func:`emobed_jax.evaluate.selection_score` of them.
   """
   spe, total_steps = steps_per_epoch, steps_per_epoch * config.epochs
   core = config.core
   terms = logged_terms(core)
-  num_devices = jax.local_device_count()
   rate = _Rate()
   start_step = int(st.step)
   segment_start = time.perf_counter()
@@ -456,15 +459,14 @@ def _train_loop(st: TrainState, batches, rng, *, config: RunConfig, data: run_da
     if done % spe == 0 and ((done // spe) % config.eval_every_epochs == 0
                             or done == total_steps):
       healthy()
-      val = evaluate.evaluate_recordings(p_eval, st.params, data.val, data.full_val_labels,
-                                         config.data, num_devices, where=f"step {done}")
-      score = val["concatenated"]["ccc_mean"]
+      val = validate(st.params, f"step {done}")
+      _, score = evaluate.selection_score(config, {"metrics": val})
       is_best = meta["best_score"] is None or score > meta["best_score"]
       if is_best:
         meta.update(best_score=score, best_step=done)
-      rec = {"step": done, "epoch": done // spe, "split": "val", **val["concatenated"],
+      rec = {"step": done, "epoch": done // spe, "split": "val", **val,
              "best_step": meta["best_step"]}
-      log.log(rec, "val", val["concatenated"])
+      log.log(rec, "val", val)
       save(done, score)
       report("eval", {**rec, "is_best": is_best})
   ckpt.wait()
@@ -485,7 +487,7 @@ def train_and_evaluate(config: RunConfig, workdir: str | Path, report: Report | 
       it holds a checkpoint of the same run, training resumes from the newest
       intact one; if it holds ``results.json``, nothing is redone.
     report: optional ``report(kind, info)`` callback for progress (``kind``
-      in data / resume / warning / train / eval / done); the library never
+      in prepare / data / resume / warning / train / eval / done); the library never
       prints.
     stop_requested: polled before every step; when it returns True the run
       saves a checkpoint and raises :class:`RunInterrupted` (e.g. SIGTERM).
@@ -515,25 +517,40 @@ def train_and_evaluate(config: RunConfig, workdir: str | Path, report: Report | 
     raise wd.RunError(f"--batch_size={config.batch_size} is not divisible by the "
                       f"{jax.device_count()} devices (--cpu_devices on a CPU)")
   is_main = jax.process_index() == 0
-  data = run_data.load_run_data(config, wd.read_stats(workdir))
+  data = run_data.load_run_data(
+      config, wd.read_stats(workdir),
+      progress=lambda done, total, secs: report("prepare", {"done": done, "total": total,
+                                                            "seconds": secs}))
   config, core = data.config, data.config.core
-  source = WindowSource(data.train, config.data.window, config.data.hop)
-  if len(source) < config.batch_size:
-    raise wd.RunError(f"--batch_size={config.batch_size} is larger than the {len(source)} "
-                      f"training windows (--window={config.data.window} --hop="
-                      f"{config.data.hop} over {len(data.train)} recordings); lower "
-                      "--batch_size or --window")
-  spe = steps_per_epoch(len(source), config.batch_size)
+  utt = config.data.utterances
+  if utt:
+    # Length-bucketed, padded utterances; the order is a pure function of (seed, step).
+    utt_batches = utterances.UtteranceBatches(
+        data.train, config.batch_size, config.seed, config.data.length_buckets,
+        core.task.task, jax.process_index(), jax.process_count())
+    spe, examples = utt_batches.steps_per_epoch, len(data.train)
+  else:
+    source = WindowSource(data.train, config.data.window, config.data.hop)
+    if len(source) < config.batch_size:
+      raise wd.RunError(f"--batch_size={config.batch_size} is larger than the {len(source)} "
+                        f"training windows (--window={config.data.window} --hop="
+                        f"{config.data.hop} over {len(data.train)} recordings); lower "
+                        "--batch_size or --window")
+    spe, examples = steps_per_epoch(len(source), config.batch_size), len(source)
   total_steps = spe * config.epochs
   model, state = create_train_state(core, jax.random.key(config.seed))
   wd.create(workdir)  # the first write
-  with wd.locked(workdir):
+  # Multi-process (emobed_jax.distributed): the processes share the workdir;
+  # process 0 alone holds its lock (the others would be refused by it).
+  with wd.locked(workdir) if is_main else contextlib.nullcontext():
     if not wd.has_checkpoint(workdir) and is_main:
       wd.write_start(workdir, config, data.stats, data.source)
-    batches = WindowBatches(source, config.batch_size, config.seed, config.epochs + 1,
-                            jax.process_index(), jax.process_count())
+    batches = utt_batches if utt else WindowBatches(
+        source, config.batch_size, config.seed, config.epochs + 1, jax.process_index(),
+        jax.process_count())
     report("data", {"train": len(data.train), "val": len(data.val), "eval": len(data.eval),
-                    "windows": len(source), "steps_per_epoch": spe,
+                    "unit": "utterances" if utt else "recordings",
+                    "windows": examples, "steps_per_epoch": spe,
                     "total_steps": total_steps, "devices": jax.device_count(),
                     "seconds": data.seconds, "selection_split": data.selection_split})
     ckpt = checkpoint.Checkpointer(workdir / "checkpoints")
@@ -548,25 +565,46 @@ def train_and_evaluate(config: RunConfig, workdir: str | Path, report: Report | 
                            f"are damaged; resuming from step {int(state.step)} instead"})
       report("resume", {"step": int(state.step), "best_step": meta["best_step"]})
     p_step = parallel.pmap_train_step(bound_train_step(
-        model, core, data.bin_edges, parallel.AXIS, skip_nonfinite=config.skip_nonfinite))
+        model, core, data.bin_edges, parallel.AXIS, class_weights=data.class_weights,
+        skip_nonfinite=config.skip_nonfinite))
     p_eval = parallel.pmap_eval_step(functools.partial(eval_step, model=model))
+    n_local = jax.local_device_count()
+
+    def evaluate_split(params, which: str, where: str) -> dict[str, Any]:
+      if utt:
+        return evaluate.evaluate_utterances(p_eval, params, getattr(data, which), config,
+                                            n_local, where=where)
+      return evaluate.evaluate_recordings(p_eval, params, getattr(data, which),
+                                          getattr(data, f"full_{which}_labels"), config.data,
+                                          n_local, where=where)
+
+    def validate(params, where: str) -> dict[str, float]:
+      v = evaluate_split(params, "val", where)
+      return v["metrics"] if utt else v["concatenated"]
+
     log = wd.MetricsLog(workdir, is_main, start_step=int(state.step))
     feed = prefetch.DevicePrefetch(batches, int(state.step), total_steps,
                                    check=functools.partial(check_batch, config=core))
     try:
       _train_loop(parallel.replicate(state), feed, jax.random.key(config.seed + 1),
-                  config=config, data=data, p_step=p_step, p_eval=p_eval, ckpt=ckpt, log=log,
+                  config=config, p_step=p_step, validate=validate, ckpt=ckpt, log=log,
                   report=report, steps_per_epoch=spe, meta=meta,
                   stop_requested=stop_requested)
       best_state, best_meta = ckpt.restore(state, best=True)
-      final = evaluate.evaluate_recordings(p_eval, parallel.replicate(best_state.params),
-                                           data.eval, data.full_eval_labels, config.data,
-                                           jax.local_device_count(), where="the best checkpoint")
-      results = evaluate.results_record(
-          config, final, selection_split=data.selection_split, best_meta=best_meta,
-          latest_meta=ckpt.restore(state)[1], total_steps=total_steps,
-          devices=jax.device_count(), processes=jax.process_count(),
-          provenance=wd.provenance(data.source))
+      best_params = parallel.replicate(best_state.params)
+      final = evaluate_split(best_params, "eval", "the best checkpoint")
+      common = dict(selection_split=data.selection_split, best_meta=best_meta,
+                    latest_meta=ckpt.restore(state)[1], total_steps=total_steps,
+                    devices=jax.device_count(), processes=jax.process_count(),
+                    provenance=wd.provenance(data.source))
+      if utt:
+        from emobed_datasets.omg_emotion import CLASS_NAMES  # noqa: PLC0415  (OMG runs only)
+        results = evaluate.utterance_results_record(
+            config, final, evaluate_split(best_params, "val", "the best checkpoint"),
+            majority_class=data.majority_class, class_names=CLASS_NAMES, counts=data.counts,
+            manifest=data.source.get("manifest"), **common)
+      else:
+        results = evaluate.results_record(config, final, **common)
       # Logged at the best step: these metrics are the best checkpoint's.
       log.log({"step": results["best_step"], "split": config.data.eval_split,
                "checkpoint": "best", **results["metrics"]},

@@ -379,8 +379,8 @@ def loop_rows(setting: str, b: int, t: int, args, dims=REAL_DIMS,
       log = wd.MetricsLog(Path(tmp))
       try:
         train._train_loop(
-            parallel.replicate(host0), feed, rng, config=config, data=None, p_step=step,
-            p_eval=None, ckpt=_NoCheckpoints(), log=log, report=report,
+            parallel.replicate(host0), feed, rng, config=config, p_step=step,
+            validate=None, ckpt=_NoCheckpoints(), log=log, report=report,
             steps_per_epoch=spe, meta={"best_score": None, "best_step": None},
             stop_requested=lambda: next(polls) >= stop)
       except train.RunInterrupted:

@@ -2,6 +2,12 @@ r"""Re-evaluate a saved run's best checkpoint on a split.
 
   python launch/evaluate.py --workdir=runs/demo_emobed_audio_seed0              # dev
   python launch/evaluate.py --workdir=runs/demo_emobed_audio_seed0 --split=test
+  python launch/evaluate.py --workdir=runs/demo_omg_emobed_audio_seed0 --split=validation
+
+OMG-Emotion runs (--split=validation or test, default test): accuracy, macro
+F1, UAR and the confusion matrix over the split's utterances through
+emobed_jax.evaluate.evaluate_utterances, written to <workdir>/eval_<split>.json
+in the results.json format.
 
 --split=dev: the target branch's CCCs on whole dev recordings through
 emobed_jax.evaluate.evaluate_recordings, the code that ends training, written
@@ -30,7 +36,8 @@ from absl import flags
 FLAGS = _cli.script_flags()
 flags.DEFINE_string("workdir", "", "The run folder written by launch/train.py.",
                     flag_values=FLAGS)
-flags.DEFINE_enum("split", "dev", ["dev", "test"], "Split to evaluate on.",
+flags.DEFINE_enum("split", None, ["dev", "test", "validation"], "Split to evaluate on "
+                  "(default: dev for RECOLA runs, test for OMG-Emotion runs).",
                   flag_values=FLAGS)
 flags.DEFINE_string("data_dir", "", "Prepared data (default: the run's own).",
                     flag_values=FLAGS)
@@ -59,8 +66,14 @@ def evaluate(workdir: Path, split: str, data_dir: str = "") -> dict:
   if data_dir:
     config = dataclasses.replace(config, data=dataclasses.replace(config.data,
                                                                   data_dir=data_dir))
+  utt = config.data.utterances
+  if utt and split not in ("validation", "test"):
+    raise wd.RunError(f"--split={split}: an OMG-Emotion run is evaluated on validation or test")
+  if not utt and split not in ("dev", "test"):
+    raise wd.RunError(f"--split={split}: a RECOLA run is evaluated on dev (or test, "
+                      "predictions only)")
   config = dataclasses.replace(config, data=dataclasses.replace(
-      config.data, eval_split="dev")).validate()
+      config.data, eval_split=split if utt else "dev")).validate()
   data = run_data.load_run_data(config, wd.read_stats(workdir))
   config = data.config
   model, template = train.create_train_state(config.core, jax.random.key(config.seed))
@@ -74,7 +87,20 @@ def evaluate(workdir: Path, split: str, data_dir: str = "") -> dict:
   params = parallel.replicate(best.params)
   n_dev = jax.local_device_count()
   dcfg = config.data
-  if split == "dev":
+  if utt:
+    from emobed_datasets.omg_emotion import CLASS_NAMES
+    final = ev.evaluate_utterances(p_eval, params, data.eval, config, n_dev,
+                                   where="the best checkpoint")
+    val = ev.evaluate_utterances(p_eval, params, data.val, config, n_dev,
+                                 where="the best checkpoint")
+    results = wd.finished_results(workdir) or {}
+    record = ev.utterance_results_record(
+        config, final, val, majority_class=data.majority_class, class_names=CLASS_NAMES,
+        counts=data.counts, selection_split=data.selection_split, best_meta=best_meta,
+        latest_meta=latest_meta, total_steps=results.get("total_steps"),
+        devices=jax.device_count(), processes=jax.process_count(),
+        provenance=wd.provenance(data.source), manifest=data.source.get("manifest"))
+  elif split == "dev":
     final = ev.evaluate_recordings(p_eval, params, data.eval, data.full_eval_labels, dcfg,
                                    n_dev, where="the best checkpoint")
     results = wd.finished_results(workdir) or {}
@@ -146,16 +172,24 @@ def main(argv: list[str]) -> None:
   if not workdir.is_dir():
     _cli.fail(f"--workdir={workdir}: not found; expected a workdir written by launch/train.py")
   host_devices(workdir)
+  split = FLAGS.split
+  if split is None:
+    try:
+      split = "test" if json.loads((workdir / "config.json").read_text())["data"][
+          "dataset"] in ("omg", "demo_omg") else "dev"
+    except (OSError, ValueError, KeyError, TypeError):
+      split = "dev"  # evaluate() names what is missing
   try:
-    r = evaluate(workdir, FLAGS.split, FLAGS.data_dir)
+    r = evaluate(workdir, split, FLAGS.data_dir)
   except (DataError, C.ConfigError, RunError, FloatingPointError) as e:
     _cli.fail(e)
   except OSError as e:
     _cli.fail(f"{e.strerror or e}: {e.filename}" if e.filename else e)
-  if FLAGS.split == "dev":
+  if "metrics" in r:
     m = " ".join(f"{k} {v:.3f}" for k, v in r["metrics"].items())
-    _cli.say(f"{r['setting']} {r['modality']} -> dev ({r['ccc_granularity']}): {m}; "
-             f"best step {r['best_step']}; {workdir / 'eval_dev.json'}")
+    g = r.get("ccc_granularity") or r.get("metric_granularity")
+    _cli.say(f"{r['setting']} {r['modality']} -> {split} ({g}): {m}; "
+             f"best step {r['best_step']}; {workdir / f'eval_{split}.json'}")
   else:
     n = sum(len(v) for v in r["predictions"].values())
     _cli.say(f"{n} prediction files under {workdir / 'predictions_test'}; "

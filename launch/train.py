@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import _cli  # noqa: F401  (first: the sys.path guard)
+import _multihost
 from absl import flags
 
 from emobed_datasets.errors import DataError
@@ -49,7 +50,8 @@ flags.DEFINE_integer("cpu_devices", 0, "Host (CPU) devices to run pmap over; 0 =
 flags.DEFINE_bool("malloc_tuning", True, "Keep freed memory in the process (glibc "
                   "mallopt): no page faults on the step's buffers every step.",
                   flag_values=FLAGS)
-LAUNCHER = [("Launcher", ("workdir", "cpu_devices", "malloc_tuning"))]
+_multihost.define_flags(FLAGS)
+LAUNCHER = [("Launcher", ("workdir", "cpu_devices", "malloc_tuning") + _multihost.NAMES)]
 
 
 def skipped(info: dict) -> str:
@@ -57,38 +59,56 @@ def skipped(info: dict) -> str:
   return "" if n is None else f" skipped {n} non-finite (total {info['skipped_nonfinite_total']})"
 
 
-def _reporter(terms: tuple[str, ...]):
+def _reporter(terms: tuple[str, ...], prefix: str = ""):
+  last = [0.0]  # when the last preparation line was printed
+
+  def say(message: str) -> None:
+    _cli.say(message, prefix)
+
   def report(kind: str, info: dict) -> None:
     if kind == "data":
-      _cli.say(f"data: {info['train']} train / {info['val']} validation / {info['eval']} "
-               f"evaluation recordings, {info['windows']} windows, "
-               f"{info['steps_per_epoch']} steps/epoch, {info['total_steps']} steps on "
-               f"{info['devices']} devices (ready in {info['seconds']:.1f} s); model "
-               f"selection on {info['selection_split']}")
+      unit = info.get("unit", "recordings")
+      say(f"data: {info['train']} train / {info['val']} validation / {info['eval']} "
+          f"evaluation {unit}"
+          f"{'' if unit == 'utterances' else ', ' + str(info['windows']) + ' windows'}, "
+          f"{info['steps_per_epoch']} steps/epoch, {info['total_steps']} steps on "
+          f"{info['devices']} devices (ready in {info['seconds']:.1f} s); model "
+          f"selection on {info['selection_split']}")
+    elif kind == "prepare":  # OMG-Emotion: features of every clip, once
+      done, total, secs = info["done"], info["total"], info["seconds"]
+      if done == total or time.perf_counter() - last[0] >= 5:
+        last[0] = time.perf_counter()
+        eta = secs / done * (total - done) if done else None
+        say(f"preparing the corpus: {done}/{total} clips, {secs:.0f} s, "
+            f"ETA {_cli.fmt_seconds(eta)}")
     elif kind == "warning":
-      print(f"warning: {info['message']}", file=sys.stderr, flush=True)
+      print(f"{prefix}warning: {info['message']}", file=sys.stderr, flush=True)
     elif kind == "resume":
       best = info["best_step"]
-      _cli.say(f"resuming from step {info['step']} (best so far: "
-               f"{'step ' + str(best) if best is not None else 'none yet'})")
+      say(f"resuming from step {info['step']} (best so far: "
+          f"{'step ' + str(best) if best is not None else 'none yet'})")
     elif kind == "train":
       parts = " ".join(f"{t.replace('task_', '')} {info[t]:.4f}" for t in terms
                        if t not in ("loss", "task_target", "grad_norm"))
-      _cli.say(f"step {info['step']}/{info['total_steps']} epoch {info['epoch']:.1f} "
-               f"loss {info['loss']:.4f} (target {info['task_target']:.4f}"
-               f"{' ' + parts if parts else ''})"
-               f"{skipped(info)} {info['steps_per_second']:.1f} steps/s "
-               f"ETA {_cli.fmt_seconds(info['eta_seconds'])}")
+      say(f"step {info['step']}/{info['total_steps']} epoch {info['epoch']:.1f} "
+          f"loss {info['loss']:.4f} (target {info['task_target']:.4f}"
+          f"{' ' + parts if parts else ''})"
+          f"{skipped(info)} {info['steps_per_second']:.1f} steps/s "
+          f"ETA {_cli.fmt_seconds(info['eta_seconds'])}")
     elif kind == "eval":
-      dims = " ".join(f"{k} {v:.3f}" for k, v in info.items() if k.startswith("ccc_"))
-      _cli.say(f"validation after epoch {info['epoch']}: {dims}"
-               f"{' (best)' if info['is_best'] else ''}")
+      dims = " ".join(f"{k} {v:.3f}" for k, v in info.items()
+                      if k.startswith("ccc_") or k in ("accuracy", "macro_f1", "uar"))
+      say(f"validation after epoch {info['epoch']}: {dims}"
+          f"{' (best)' if info['is_best'] else ''}")
     elif kind == "done":
       r = info["results"]
       m = " ".join(f"{k} {v:.3f}" for k, v in r["metrics"].items())
       what = "already finished" if info["already"] else "finished"
-      _cli.say(f"{what}: {r['setting']} {r['modality']} -> {r['eval_split']} "
-               f"({r['ccc_granularity']}): {m}; best step {r['best_step']}")
+      say(f"{what}: {r['setting']} {r['modality']} -> {r['eval_split']} "
+          f"({r.get('ccc_granularity') or r.get('metric_granularity')}): {m}; "
+          f"best step {r['best_step']}"
+          + (f"; majority-class baseline uar {r['majority_baseline']['uar']:.3f}"
+             if "majority_baseline" in r else ""))
   return report
 
 
@@ -138,7 +158,9 @@ def main(argv: list[str]) -> None:
     cfg = _cli.config_from_flags(C.RunConfig, FLAGS).validate()
   except C.ConfigError as e:
     _cli.fail(e)
-  cores = FLAGS.cpu_devices or _auto_cpu_devices(os.cpu_count() or 1, cfg.batch_size)
+  plan = _multihost.plan(FLAGS)  # several processes? (a bad flag: one line, exit 1)
+  per_process = cfg.batch_size // (plan.num_processes or 1)  # each splits its share
+  cores = FLAGS.cpu_devices or _auto_cpu_devices(os.cpu_count() or 1, per_process)
   if not FLAGS.cpu_devices and cores < (os.cpu_count() or 1):
     _cli.say(f"note: {cores} host device{'s' if cores > 1 else ''} (not one per core: "
              f"the largest count that divides --batch_size={cfg.batch_size}); set "
@@ -146,6 +168,9 @@ def main(argv: list[str]) -> None:
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                              + f" --xla_force_host_platform_device_count={cores}").strip()
   configure_malloc(FLAGS.malloc_tuning)  # before JAX starts its threads
+  # Several processes (hosts, or one per GPU): join them before any JAX
+  # backend use; nothing happens on a single machine.
+  multi = _multihost.start(FLAGS, plan)
   # JAX is imported only now, after XLA_FLAGS is final (one host device per core).
   from emobed_jax.train import RunInterrupted, logged_terms, train_and_evaluate  # noqa: PLC0415
   from emobed_jax.workdir import RunError  # noqa: PLC0415
@@ -157,9 +182,14 @@ def main(argv: list[str]) -> None:
            f"workdir {workdir}")
   start = time.perf_counter()
   stop = _StopOnSignal()
+  report = _reporter(logged_terms(cfg.core))
+  stop_requested = stop
+  if multi:  # every process stops at the same step; the others print less
+    report = _multihost.main_only(report, multi, _reporter(
+        logged_terms(cfg.core), f"[process {multi['process_index']}] "))
+    stop_requested = _multihost.agreed_stop(stop)
   try:
-    train_and_evaluate(cfg, workdir, report=_reporter(logged_terms(cfg.core)),
-                       stop_requested=stop)
+    train_and_evaluate(cfg, workdir, report=report, stop_requested=stop_requested)
   except RunInterrupted as e:
     _cli.say(f"{stop.name}: {e} ({workdir})")
     sys.exit(EXIT_INTERRUPTED)
@@ -169,8 +199,9 @@ def main(argv: list[str]) -> None:
     _cli.fail(f"{e.strerror or e}: {e.filename}" if e.filename else e)
   finally:
     stop.restore()
-  _cli.say(f"results: {workdir / 'results.json'} (wall time "
-           f"{time.perf_counter() - start:.0f} s)")
+  if not multi or multi["process_index"] == 0:
+    _cli.say(f"results: {workdir / 'results.json'} (wall time "
+             f"{time.perf_counter() - start:.0f} s)")
 
 
 if __name__ == "__main__":

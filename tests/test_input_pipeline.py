@@ -92,6 +92,10 @@ def test_process_sharding_partitions_the_global_batch():
     rows = sorted(tuple(x[:, 0]) for p in parts for x in p[step]["target"])
     assert rows == sorted(tuple(x[:, 0]) for x in full[step]["target"])
     assert parts[0][step]["target"].shape[0] == 2
+    # Process p holds the contiguous block p: pmap's global device order
+    # then sees the rows one process with all the devices would.
+    np.testing.assert_array_equal(np.concatenate([p[step]["target"] for p in parts]),
+                                  full[step]["target"])
   with pytest.raises(ValueError, match="batch_size"):
     ip.train_batches(src, 5, seed=1, num_epochs=1, process_count=2)
 

@@ -98,15 +98,22 @@ def grads_fn(model, cfg, edges, axis_name):
 
 CASES = ([(s, "regression", 1) for s in SETTINGS]
          + [("emobed", "regression", 3), ("mono", "classification", 3),
-            ("crossmodal", "classification", 1), ("emobed", "classification", 2)])
+            ("crossmodal", "classification", 1), ("emobed", "classification", 2)]
+         # utterances (OMG): the auxiliary modality at its own length and mask
+         + [("emobed", "classification/utterance", 2), ("joint", "regression/utterance", 2)])
 
 
 @pytest.mark.parametrize("setting,task,per_device", CASES)
 def test_total_loss_and_gradients_same_on_1_and_8_devices(setting, task, per_device):
-  cfg = small_config(setting, task, mining="batch_all")
+  task, _, level = task.partition("/")
+  level = level or "frame"
+  cfg = small_config(setting, task, level, mining="batch_all")
   model, state = train.create_train_state(cfg, jax.random.key(0))
-  batch = synthetic_batch(0, 8 * per_device, 20, task)
-  edges = losses.fit_bin_edges(batch["labels"], 3) if task == "regression" else None
+  batch = synthetic_batch(0, 8 * per_device, 20, task, aux_len=11 if level == "utterance" else None,
+                          level=level)
+  if level == "utterance":
+    train.check_batch(batch, cfg)
+  edges = losses.fit_bin_edges(batch["labels"].reshape(-1, 2), 3) if task == "regression" else None
   ref_total, ref_parts, ref_g = jax.jit(grads_fn(model, cfg, edges, None))(state.params, batch)
   sharded = parallel.shard_batch(batch, 8)
   total, parts, g = jax.pmap(grads_fn(model, cfg, edges, AX), axis_name=AX,

@@ -155,6 +155,20 @@ def test_predict_a_corpus_feature_file_matches_the_run(run, demo_dir, tmp_path, 
                                       for v in ("arousal", "valence")], 1))
     got = np.loadtxt(tmp_path / "all" / f"{f.stem}.csv", delimiter=",", skiprows=1)
     np.testing.assert_allclose(got[:, 1:], alone, atol=1e-6)
+  # The same features as CSV files (';' separated with name and time columns,
+  # as AVEC later shipped them): the same predictions.
+  csv_dir = tmp_path / "csv" / "features_audio"
+  for v in ("arousal", "valence"):
+    a = read_arff(manual / "features_audio" / v / "dev_1.arff").data
+    (csv_dir / v).mkdir(parents=True)
+    lines = ["name;frameTime;" + ";".join(f"f{j}" for j in range(a.shape[1]))]
+    lines += [f"'dev_1';{0.04 * i:.2f};" + ";".join(repr(float(x)) for x in row)
+              for i, row in enumerate(a)]
+    (csv_dir / v / "dev_1.csv").write_text("\n".join(lines) + "\n")
+  assert _main(predict_cli, "predict", f"--workdir={run}",
+               f"--input={csv_dir / 'arousal' / 'dev_1.csv'}", f"--output={tmp_path / 'c'}") == 0
+  np.testing.assert_allclose(np.loadtxt(tmp_path / "c" / "dev_1.csv", delimiter=",",
+                                        skiprows=1)[:, 1:], p, atol=1e-6)
 
 
 def test_predict_many_spreads_recordings_over_the_devices(run):
