@@ -36,9 +36,10 @@ class ReportError(ValueError):
 
 
 def _finite(x: float) -> float | None:
-  """A statistic for JSON: None where it is undefined (NaN), never a made-up number."""
+  """A statistic for JSON: None where it is undefined or infinite (a t statistic
+  of identical non-zero differences), never a made-up number."""
   x = float(x)
-  return None if math.isnan(x) else x
+  return x if math.isfinite(x) else None
 
 
 # --- statistics -------------------------------------------------------------
@@ -82,9 +83,10 @@ def paired_t(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
   out = {"test": "paired t-test (two-sided, scipy.stats.ttest_rel)", "n": n,
          "df": n - 1, "mean_diff": float(np.mean(a - b)) if n else None, "t": None,
          "p": None, "weak": n < WEAK_BELOW}
-  if n >= 2:
+  if n >= 2 and np.ptp(a - b) > 0:  # equal differences: t undefined / infinite
     r = stats.ttest_rel(a, b)
-    out["t"], out["p"] = _finite(r.statistic), _finite(r.pvalue)
+    t = _finite(r.statistic)
+    out["t"], out["p"] = t, (None if t is None else _finite(r.pvalue))
   return out
 
 
