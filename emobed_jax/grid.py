@@ -167,6 +167,16 @@ def cell_command(cell: Cell, grid_dir: str | Path, train_args: Sequence[str], sl
   return cmd
 
 
+def _cell_preexec(cores) -> None:
+  """In the cell's process before exec: pin to ``cores``; SIGTERM when the
+  launcher dies (Linux ``prctl(PR_SET_PDEATHSIG)``; elsewhere nothing)."""
+  if cores:
+    os.sched_setaffinity(0, cores)
+  if sys.platform.startswith("linux"):
+    import ctypes  # noqa: PLC0415
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
 def log_tail(path: Path, lines: int = 15) -> str:
   """The last ``lines`` lines of a cell's log ('' if there is none)."""
   try:
@@ -237,11 +247,14 @@ def run_grid(grid: Sequence[Cell], grid_dir: str | Path, train_args: Sequence[st
           e["CUDA_VISIBLE_DEVICES"] = ",".join(s.gpus)
         pin = s.cores if s.cores and hasattr(os, "sched_setaffinity") else None
         # preexec_fn pins the cell to its cores (Python 3.11's Popen has no
-        # affinity argument); the launcher runs no threads of its own.
+        # affinity argument) and asks for SIGTERM should the launcher die
+        # (even by SIGKILL): the cell then checkpoints and exits 75 instead of
+        # running on, orphaned, holding its workdir's lock.  The launcher runs
+        # no threads of its own.
         p = subprocess.Popen(  # noqa: PLW1509
             cell_command(c, grid_dir, train_args, s, train_script), stdout=fh,
             stderr=subprocess.STDOUT, env=e, start_new_session=True,
-            preexec_fn=(lambda cores=pin: os.sched_setaffinity(0, cores)) if pin else None)
+            preexec_fn=lambda cores=pin: _cell_preexec(cores))
         running[p] = (c, s, time.monotonic(), fh)
         report("start", {"cell": c, "slot": s, "resumed": resumed, "log": log})
       for p in [p for p in running if p.poll() is not None]:
