@@ -152,7 +152,7 @@ def curves(cells: Sequence[Mapping[str, Any]], path: Path, title: str, val_metri
     va = [r for r in c["records"] if r.get("split") == "val" and val_metric in r]
     label = c["setting"] if (c["setting"], j) not in seen else None
     seen.add((c["setting"], j))
-    kw = dict(color=SETTING_COLORS.get(c["setting"]), lw=0.9, alpha=0.8)
+    kw = {"color": SETTING_COLORS.get(c["setting"]), "lw": 0.9, "alpha": 0.8}
     axes[0, j].plot([r["step"] for r in tr], [r[key] for r in tr], label=label, **kw)
     axes[1, j].plot([r["step"] for r in va], [r[val_metric] for r in va], **kw)
   for j, m in enumerate(modalities):

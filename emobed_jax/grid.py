@@ -251,10 +251,10 @@ def run_grid(grid: Sequence[Cell], grid_dir: str | Path, train_args: Sequence[st
         # (even by SIGKILL): the cell then checkpoints and exits 75 instead of
         # running on, orphaned, holding its workdir's lock.  The launcher runs
         # no threads of its own.
-        p = subprocess.Popen(  # noqa: PLW1509
+        p = subprocess.Popen(
             cell_command(c, grid_dir, train_args, s, train_script), stdout=fh,
             stderr=subprocess.STDOUT, env=e, start_new_session=True,
-            preexec_fn=lambda cores=pin: _cell_preexec(cores))
+            preexec_fn=lambda cores=pin: _cell_preexec(cores))  # noqa: PLW1509
         running[p] = (c, s, time.monotonic(), fh)
         report("start", {"cell": c, "slot": s, "resumed": resumed, "log": log})
       for p in [p for p in running if p.poll() is not None]:

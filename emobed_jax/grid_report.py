@@ -216,7 +216,7 @@ def restore_cell(workdir: Path) -> _Cell:
   from emobed_jax import workdir as workdir_lib  # noqa: PLC0415
   config = workdir_lib.read_config(workdir)
   config = dataclasses.replace(
-      config, core=config.core.replace(model=dict(rnn_impl="auto"))).validate()
+      config, core=config.core.replace(model={"rnn_impl": "auto"})).validate()
   stats = writers.read_json(workdir / "stats.json")
   model, template = train.create_train_state(config.core, jax.random.key(0))
   ckpt = checkpoint.Checkpointer(workdir / "checkpoints", async_save=False)
@@ -305,8 +305,8 @@ def cell_embeddings(workdir: Path, max_points: int = 600) -> dict[str, Any]:
       colour.setdefault(mod, []).append(bins[valid])
   rng = np.random.default_rng(0)
   pts, cols = {}, {}
-  for mod in points:
-    p, c = np.concatenate(points[mod]), np.concatenate(colour[mod])
+  for mod, chunks in points.items():
+    p, c = np.concatenate(chunks), np.concatenate(colour[mod])
     keep = np.sort(rng.permutation(len(p))[:max_points])
     pts[mod], cols[mod] = p[keep], c[keep]
   k = len(edges) + 1

@@ -325,8 +325,8 @@ def protocol_text(p: Mapping[str, Any]) -> str:
       f"Protocol: {p['dataset']}, evaluated on the `{p['eval_split']}` split; {p['metrics']}.",
       f"Model selection: best checkpoint on `{sel.get('split', '?')}`"
       + (f" by {sel['metric']}" if sel.get("metric") else "") + ".",
-      f"Seeds: {', '.join(map(str, p['seeds']))} ({len(p['seeds'])}); mean ± "
-      f"{p['std']}; {p['ci']}.",
+      (f"Seeds: {', '.join(map(str, p['seeds']))} ({len(p['seeds'])}); mean ± "
+      f"{p['std']}; {p['ci']}."),
       f"Gains: {p['paired_test']}; {p['bootstrap']}."]
   if p.get("utterances_available"):
     lines.append("Utterances available: " + ", ".join(
@@ -409,13 +409,13 @@ def _csv(x):
 #: written, and a wrong number would be worse than none.  Add them (or the
 #: EmoBed paper's) with --reference=FILE.json.
 REFERENCE_SOURCES = (
-    "AVEC 2016 baseline: M. Valstar et al., \"AVEC 2016 – Depression, Mood, and Emotion "
+    ("AVEC 2016 baseline: M. Valstar et al., \"AVEC 2016 – Depression, Mood, and Emotion "
     "Recognition Workshop and Challenge\", Proc. AVEC'16 (ACM MM), 2016, arXiv:1605.01600 "
-    "(per-modality SVR baselines on the same features, dev and test CCC).",
-    "End2You: P. Tzirakis et al., \"End2You – The Imperial Toolkit for Multimodal Profiling "
-    "by End-to-End Learning\", arXiv:1802.01115, 2018 (raw-signal models on RECOLA).",
-    "SpeechBrain: M. Ravanelli et al., \"SpeechBrain: A General-Purpose Speech Toolkit\", "
-    "arXiv:2106.04624, 2021 (check its recipes for a RECOLA one before citing numbers).",
+    "(per-modality SVR baselines on the same features, dev and test CCC)."),
+    ("End2You: P. Tzirakis et al., \"End2You – The Imperial Toolkit for Multimodal Profiling "
+    "by End-to-End Learning\", arXiv:1802.01115, 2018 (raw-signal models on RECOLA)."),
+    ("SpeechBrain: M. Ravanelli et al., \"SpeechBrain: A General-Purpose Speech Toolkit\", "
+    "arXiv:2106.04624, 2021 (check its recipes for a RECOLA one before citing numbers)."),
 )
 
 

@@ -177,12 +177,12 @@ def test_aggregate_omg_classification_and_hparams(tmp_path):
   acc.Reload()
   content = acc.PluginTagToContent("hparams")
   infos = [plugin_data_pb2.HParamsPluginData.FromString(c) for c in content.values()]
-  start = [i.session_start_info for i in infos if i.HasField("session_start_info")][0]
+  start = next(i.session_start_info for i in infos if i.HasField("session_start_info"))
   assert start.hparams["setting"].string_value == "emobed"
   assert start.hparams["seed"].number_value == 1
   r = next(r for r in results if r["setting"] == "emobed" and r["seed"] == 1)
   assert acc.Scalars("hparam/uar")[0].value == pytest.approx(r["metrics"]["uar"])
-  exp = [i.experiment for i in infos if i.HasField("experiment")][0]
+  exp = next(i.experiment for i in infos if i.HasField("experiment"))
   assert "hparam/uar" in {m.name.tag for m in exp.metric_infos}
 
 

@@ -20,8 +20,8 @@ REPRODUCE = str(REPO_ROOT / "launch" / "reproduce.py")
 def reproduce(*args, timeout=300):
   env = dict(os.environ)
   env.pop("XLA_FLAGS", None)
-  return subprocess.run([sys.executable, REPRODUCE, *args], cwd=REPO_ROOT, capture_output=True,
-                        text=True, timeout=timeout, env=env)
+  return subprocess.run([sys.executable, REPRODUCE, *args], cwd=REPO_ROOT, check=False,
+                        capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def grid_args(grid_dir, demo_dir, *extra):
