@@ -193,8 +193,9 @@ def _model_figures(rs, out: Path, name: str) -> list[Path]:
               cell_embeddings(Path(cells[other]["_workdir"]))]
     written.append(figures.embeddings(
         panels, out / f"{name}_embeddings.png",
-        f"{name}: 2-D PCA of {panels[1]['what']} on the {cells['mono']['eval_split']} "
-        f"recordings, colour: arousal bin of the segment (training-label tertiles)"))
+        f"{name}: 2-D PCA of 2-s segment representations of the "
+        f"{cells['mono']['eval_split']} recordings (target {modality}, seed {seed}; each "
+        "panel its own PCA), colour: arousal bin of the segment (training-label tertiles)"))
   return written
 
 
