@@ -9,6 +9,7 @@ raises :class:`ImportError` with that command.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,7 @@ def bar_chart(ds: Mapping[str, Any], path: Path, title: str) -> Path:
   ax.set_xticklabels([f"target {m}" for m in modalities])
   ax.set_ylabel(f"{primary} ({ds['protocol']['eval_split']})")
   ax.axhline(0, color="black", lw=0.6)
-  ax.set_title(title, fontsize=9)
+  ax.set_title(textwrap.fill(title, 70), fontsize=8)
   ax.legend(fontsize=7, ncol=2)
   return _save(fig, path)
 
