@@ -282,7 +282,9 @@ def protocol(rs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
        "ci": f"{LEVEL:.0%} Student-t interval of the mean over seeds",
        "paired_test": f"paired t-test across seeds (two-sided, scipy.stats.ttest_rel); "
                       f"weak with fewer than {WEAK_BELOW} seeds",
-       "bootstrap": "paired bootstrap over evaluation items, percentile interval"}
+       "bootstrap": ("paired bootstrap over evaluation items, percentile interval; "
+                     "its Δ is the item-level statistic (RECOLA: mean of per-recording "
+                     "CCCs), not the table's concatenated CCC")}
   p["model_selection"].pop("best_val_ccc_mean", None)
   p["model_selection"].pop("best_val_uar", None)
   if p["task"] == "classification":
@@ -307,8 +309,13 @@ def _f(x: Any, digits: int = 3) -> str:
   return "n/a" if x is None else f"{x:.{digits}f}"
 
 
-def _p(x: Any) -> str:
-  return "n/a" if x is None else (f"{x:.2g}" if x < 0.001 else f"{x:.3f}")
+def _p(x: Any, n_resamples: int | None = None) -> str:
+  """A p-value; a bootstrap p of 0 is written ``< 1/n_resamples`` (its resolution)."""
+  if x is None:
+    return "n/a"
+  if x == 0 and n_resamples:
+    return f"< {1 / n_resamples:.1g}"
+  return f"{x:.2g}" if x < 0.001 else f"{x:.3f}"
 
 
 def _mean_std(s: Mapping[str, Any]) -> str:
@@ -354,14 +361,16 @@ def results_markdown(ds: Mapping[str, Any]) -> str:
 def gains_markdown(ds: Mapping[str, Any]) -> str:
   label = METRIC_LABELS[ds["primary"]]
   head = ["setting", "target", f"Δ {label} vs mono", "paired t (df)", "p (t-test)",
-          "bootstrap Δ 95% CI", "p (bootstrap)", "note"]
+          "bootstrap Δ [95% CI]", "p (bootstrap)", "note"]
   rows = []
   for g in ds["gains"]:
     t, b = g["t_test"], g["bootstrap"]
     rows.append([g["setting"], g["modality"], f"{t['mean_diff']:+.3f}",
                  f"{_f(t['t'], 2)} ({t['df']})", _p(t["p"]),
-                 "n/a" if b["ci_low"] is None else f"[{b['ci_low']:+.3f}, {b['ci_high']:+.3f}]",
-                 _p(b["p"]),
+                 f"{b['estimate']:+.3f} " + (
+                     "[n/a]" if b["ci_low"] is None
+                     else f"[{b['ci_low']:+.3f}, {b['ci_high']:+.3f}]"),
+                 _p(b["p"], b["n_resamples"]),
                  (f"weak: {t['n']} seeds < {WEAK_BELOW}; " if t["weak"] else "")
                  + f"{b['n_items']} {b['items']}, {b['n_resamples']} resamples"])
   return _md_table(head, rows) + "\n\n" + protocol_text(ds["protocol"]) + "\n"
