@@ -25,6 +25,9 @@ from scipy import stats
 LEVEL = 0.95
 #: Below this many paired seeds the t-test is flagged as weak.
 WEAK_BELOW = 5
+#: Below this many items (recordings) the bootstrap is flagged as coarse: the
+#: resamples can take only a few distinct values.
+FEW_ITEMS = 10
 METRIC_ORDER = ("ccc_mean", "ccc_arousal", "ccc_valence", "uar", "macro_f1", "accuracy")
 METRIC_LABELS = {"ccc_mean": "CCC mean", "ccc_arousal": "CCC arousal",
                  "ccc_valence": "CCC valence", "uar": "UAR", "macro_f1": "macro F1",
@@ -372,7 +375,9 @@ def gains_markdown(ds: Mapping[str, Any]) -> str:
                      else f"[{b['ci_low']:+.3f}, {b['ci_high']:+.3f}]"),
                  _p(b["p"], b["n_resamples"]),
                  (f"weak: {t['n']} seeds < {WEAK_BELOW}; " if t["weak"] else "")
-                 + f"{b['n_items']} {b['items']}, {b['n_resamples']} resamples"])
+                 + f"{b['n_items']} {b['items']}, {b['n_resamples']} resamples"
+                 + (f" (coarse: fewer than {FEW_ITEMS} {b['items']}; the bootstrap "
+                    "understates the uncertainty)" if b["n_items"] < FEW_ITEMS else "")])
   return _md_table(head, rows) + "\n\n" + protocol_text(ds["protocol"]) + "\n"
 
 
