@@ -116,3 +116,16 @@ def test_sigterm_stops_cells_and_the_rerun_resumes(tmp_path, demo_dir):
   assert p.returncode == 75, out + err
   assert "start demo/emobed-audio/seed_0 (resumed" in out
   assert "resuming from step" in log.read_text()
+
+
+def test_failed_cells_are_reported_and_the_grid_goes_on(tmp_path):
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  r = reproduce("--dataset=recola", "--settings=mono,joint", "--modalities=audio", "--seeds=1",
+                f"--grid_dir={tmp_path / 'g'}", f"--data_dir={empty}", f"--manual_dir={empty}",
+                "--parallel=2")
+  assert r.returncode == 1, r.stdout + r.stderr
+  for cell in ("recola/mono-audio/seed_0", "recola/joint-audio/seed_0"):
+    assert f"failed: {cell} (exit 1)" in r.stderr
+  assert "  | error: " in r.stderr and "ratings_gold_standard" in r.stderr  # the log's tail
+  assert r.stderr.strip().splitlines()[-1].startswith("error: 2 cell(s) failed: recola/")
