@@ -224,7 +224,7 @@ def main(argv: list[str]) -> None:
     from emobed_jax import grid_report  # noqa: PLC0415  (JAX, matplotlib: only now)
     try:
       written = grid_report.make_report(grid_dir, reference=FLAGS.reference or None)
-    except grid_report.ReportError as e:
+    except (grid_report.ReportError, ImportError) as e:  # ImportError: names the extra
       _cli.fail(e)
     _cli.say(f"report: {len(written)} files in {grid_dir / 'tables'} and "
              f"{grid_dir / 'figures'}; HParams in {grid_dir / 'hparams'}")
