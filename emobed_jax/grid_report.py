@@ -157,8 +157,10 @@ def _confusions(rs, path: Path, name: str) -> list[Path]:
   for r in rs:
     key = (r["setting"], r["modality"])
     mats[key] = mats.get(key, 0) + np.asarray(r["confusion"], np.int64)
-  panels = [{"title": f"{s}, target {m} ({r0['eval_split']})", "counts": c}
-            for (s, m), c in mats.items() for r0 in rs[:1]]
+  order = {s: i for i, s in enumerate(("mono", "joint", "crossmodal", "emobed"))}
+  keys = sorted(mats, key=lambda k: (k[1], order.get(k[0], 9), k[0]))
+  panels = [{"title": f"{s}, target {m} ({rs[0]['eval_split']})", "counts": mats[s, m]}
+            for s, m in keys]
   return [figures.confusion(panels, rs[0].get("class_names") or [
       str(i) for i in range(len(rs[0]["confusion"]))], path,
       f"{name}: confusion matrices, counts summed over seeds, colour = share of the gold row")]
