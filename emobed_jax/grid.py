@@ -128,8 +128,8 @@ def slots(parallel: int, batch_size: int, cores: Sequence[int] | None = None,
           gpus: Sequence[str] | None = None) -> list[Slot]:
   """Divide the host between ``parallel`` cells.
 
-  GPU host: the GPUs are dealt out round-robin-free in contiguous groups
-  (``parallel`` at most the number of GPUs).  CPU host: each cell gets
+  GPU host: each cell gets ``len(gpus) // parallel`` GPUs, in contiguous
+  groups (``parallel`` at most the number of GPUs).  CPU host: each cell gets
   ``len(cores) // parallel`` cores (pinned with ``sched_setaffinity``) and
   as many host devices as divides ``batch_size`` (launch/train.py's rule).
 
