@@ -207,8 +207,10 @@ def run_grid(grid: Sequence[Cell], grid_dir: str | Path, train_args: Sequence[st
   Each cell runs ``launch/train.py`` (:func:`cell_command`) in its own
   session (a Ctrl-C in the terminal reaches the launcher only, which then
   sends each cell one SIGTERM: it checkpoints and exits 75), its output in
-  :meth:`Cell.log_path`.  When ``stop_requested()`` turns true no cell is
-  started any more, running ones are sent SIGTERM and waited for.
+  :meth:`Cell.log_path`.  When ``stop_requested()`` turns true (or 1) no
+  cell is started any more, running ones are sent SIGTERM and waited for;
+  when it returns 2 (a second request) they are sent SIGTERM once more,
+  which makes ``launch/train.py`` stop at once without its checkpoint.
 
   ``report(kind, info)`` events: ``skip`` (cell already done), ``start``
   (cell, slot, resumed), ``done`` (cell, seconds, done, total,
@@ -227,13 +229,16 @@ def run_grid(grid: Sequence[Cell], grid_dir: str | Path, train_args: Sequence[st
   total, finished_s = len(grid), []
   free = list(host_slots)
   running: dict[subprocess.Popen, tuple[Cell, Slot, float, object]] = {}
-  stopping = False
+  stopping, forced = False, False
   base_env = dict(os.environ if env is None else env)
   base_env.pop("XLA_FLAGS", None)  # each cell sets its own host device count
   try:
     while todo or running:
-      if stop_requested() and not stopping:
-        stopping = True
+      level = int(stop_requested())
+      if (level >= 1 and not stopping) or (level >= 2 and not forced):
+        # The first request: each cell saves a checkpoint and exits 75.  A
+        # second one is passed on too: launch/train.py then stops at once.
+        forced, stopping = stopping, True
         for p in running:
           p.send_signal(signal.SIGTERM)
       while todo and free and not stopping:

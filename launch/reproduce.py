@@ -141,20 +141,26 @@ def default_parallel(dataset: str, cores: int, gpus: int) -> int:
 
 
 class _Stop:
-  """SIGINT/SIGTERM: stop starting cells and ask the running ones to checkpoint."""
+  """SIGINT/SIGTERM: stop starting cells and ask the running ones to checkpoint;
+  a second signal makes them stop at once (launch/train.py's second signal)."""
 
   def __init__(self):
-    self.name = None
+    self.name, self.count = None, 0
     self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
 
   def _handle(self, signum, frame):
+    self.count += 1
     if self.name is None:
       self.name = signal.Signals(signum).name
       print(f"{self.name}: stopping the running cells at their next step (they save a "
-            "checkpoint); the same command resumes", file=sys.stderr, flush=True)
+            "checkpoint; send it again to stop them at once); the same command resumes",
+            file=sys.stderr, flush=True)
+    elif self.count == 2:
+      print(f"{signal.Signals(signum).name}: stopping the running cells at once (work "
+            "since their last checkpoint is lost)", file=sys.stderr, flush=True)
 
-  def __call__(self) -> bool:
-    return self.name is not None
+  def __call__(self) -> int:
+    return min(self.count, 2)
 
   def restore(self):
     for s, h in self._old.items():

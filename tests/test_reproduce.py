@@ -129,3 +129,41 @@ def test_failed_cells_are_reported_and_the_grid_goes_on(tmp_path):
     assert f"failed: {cell} (exit 1)" in r.stderr
   assert "  | error: " in r.stderr and "ratings_gold_standard" in r.stderr  # the log's tail
   assert r.stderr.strip().splitlines()[-1].startswith("error: 2 cell(s) failed: recola/")
+
+
+FAKE_TRAIN = """
+import signal, sys, time, pathlib
+wd = pathlib.Path([a for a in sys.argv if a.startswith("--workdir=")][0].split("=", 1)[1])
+wd.mkdir(parents=True, exist_ok=True)
+def first(signum, frame):
+  print("first signal", flush=True)
+  signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the second one kills, as train.py's does
+signal.signal(signal.SIGTERM, first)
+print("started", flush=True)
+time.sleep(30)
+"""
+
+
+def test_runner_second_stop_request_stops_cells_at_once(tmp_path):
+  """The runner alone, with a stand-in for launch/train.py that ignores the
+  first SIGTERM: a second stop request must reach the cells."""
+  from emobed_jax import grid
+  script = tmp_path / "fake_train.py"
+  script.write_text(FAKE_TRAIN)
+  cells = grid.cells("demo", ["mono", "emobed"], ["audio"], [0])
+  slots = grid.slots(2, 8, cores=[0, 1], gpus=[])
+  events, t0 = [], time.monotonic()
+
+  def stop():
+    started = sum(k == "start" for k, _ in events)
+    logs = [c.log_path(tmp_path).read_text() if c.log_path(tmp_path).exists() else ""
+            for c in cells]
+    if started < 2 or not all("started" in s for s in logs):
+      return 0
+    return 2 if all("first signal" in s for s in logs) else 1
+
+  out = grid.run_grid(cells, tmp_path, [], slots, train_script=script,
+                      report=lambda kind, info: events.append((kind, info)), stop_requested=stop)
+  assert time.monotonic() - t0 < 25
+  assert sorted(c.setting for c in out.interrupted) == ["emobed", "mono"]
+  assert not out.finished and not out.failed and not out.not_started
