@@ -213,21 +213,8 @@ class _Cell:
 
 def restore_cell(workdir: Path) -> _Cell:
   """A finished cell's config, stats, model and best parameters (all branches)."""
-  import jax  # noqa: PLC0415
-
-  from emobed_jax import checkpoint, train, writers  # noqa: PLC0415
-  from emobed_jax import workdir as workdir_lib  # noqa: PLC0415
-  config = workdir_lib.read_config(workdir)
-  config = dataclasses.replace(
-      config, core=config.core.replace(model={"rnn_impl": "auto"})).validate()
-  stats = writers.read_json(workdir / "stats.json")
-  model, template = train.create_train_state(config.core, jax.random.key(0))
-  ckpt = checkpoint.Checkpointer(workdir / "checkpoints", async_save=False)
-  try:
-    state, _ = ckpt.restore(template, best=True)
-  finally:
-    ckpt.close()
-  return _Cell(config, stats, model, state.params)
+  from emobed_jax.predict import restore_run  # noqa: PLC0415
+  return _Cell(*restore_run(workdir, best=True))
 
 
 def _eval_recordings(cell: _Cell, with_aux: bool):

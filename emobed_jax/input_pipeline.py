@@ -86,17 +86,24 @@ def resolve_prepared_dir(cfg: DataConfig, progress: Callable[[int, int, float], 
     if manual:  # the copy must come from the package the user named
       recola.check_source(data_dir, manual)
     return data_dir
+  recola.prepare(_manual_dir(manual, "RECOLA", "RECOLA_DIR", recola.prepared_path(data_dir),
+                             RECOLA_HELP), data_dir)
+  return data_dir
+
+
+def _manual_dir(manual: str, corpus: str, env: str, prepared: Path, help_text: str) -> Path:
+  """The manual folder to prepare ``corpus`` from, or CorpusNotFoundError
+  saying where the prepared copy was looked for and how to get the corpus."""
   if not manual:
     raise CorpusNotFoundError(
-        f"RECOLA not found: no prepared copy at {recola.prepared_path(data_dir)} "
-        f"(--data_dir) and no --manual_dir or RECOLA_DIR given. {RECOLA_HELP}")
+        f"{corpus} not found: no prepared copy at {prepared} (--data_dir) and no "
+        f"--manual_dir or {env} given. {help_text}")
   manual_path = Path(manual).expanduser()
   if not manual_path.is_dir():
     raise CorpusNotFoundError(
-        f"RECOLA not found: {manual_path} (--manual_dir/RECOLA_DIR) is not a folder, "
-        f"and no prepared copy at {recola.prepared_path(data_dir)}. {RECOLA_HELP}")
-  recola.prepare(manual_path, data_dir)
-  return data_dir
+        f"{corpus} not found: {manual_path} (--manual_dir/{env}) is not a folder, "
+        f"and no prepared copy at {prepared}. {help_text}")
+  return manual_path
 
 
 def _resolve_omg(cfg: DataConfig, data_dir: Path, progress) -> Path:
@@ -111,16 +118,8 @@ def _resolve_omg(cfg: DataConfig, data_dir: Path, progress) -> Path:
   manual = cfg.manual_dir or os.environ.get("OMG_DIR", "")
   if omg_emotion.is_prepared(data_dir, features):
     return data_dir
-  where = omg_emotion.prepared_path(data_dir, features)
-  if not manual:
-    raise CorpusNotFoundError(
-        f"OMG-Emotion not found: no prepared copy at {where} (--data_dir) and no "
-        f"--manual_dir or OMG_DIR given. {omg_emotion.HELP}")
-  manual_path = Path(manual).expanduser()
-  if not manual_path.is_dir():
-    raise CorpusNotFoundError(
-        f"OMG-Emotion not found: {manual_path} (--manual_dir/OMG_DIR) is not a folder, "
-        f"and no prepared copy at {where}. {omg_emotion.HELP}")
+  manual_path = _manual_dir(manual, "OMG-Emotion", "OMG_DIR",
+                            omg_emotion.prepared_path(data_dir, features), omg_emotion.HELP)
   omg_emotion.prepare(manual_path, data_dir, audio_features=features,
                       split_dirs=cfg.omg_split_dirs, progress=progress)
   return data_dir

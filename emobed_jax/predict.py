@@ -201,6 +201,20 @@ def load_predictor(workdir: str | Path, *, best: bool = True,
   Raises:
     FileNotFoundError: the workdir lacks config.json, stats.json or a checkpoint.
   """
+  config, stats, model, params = restore_run(workdir, best=best, rnn_impl=rnn_impl)
+  return Predictor(config, models.target_branch(params),
+                   input_pipeline.Standardizer.from_json(stats["standardizer"]), model)
+
+
+def restore_run(workdir: str | Path, *, best: bool = True, rnn_impl: str = "auto"
+                ) -> tuple[RunConfig, dict[str, Any], models.EmoBed, dict[str, Any]]:
+  """A run's resolved config, ``stats.json``, model and the parameters of its
+  best (or latest) checkpoint, every branch (``rnn_impl`` as in
+  :func:`load_predictor`).
+
+  Raises:
+    FileNotFoundError: the workdir lacks config.json, stats.json or a checkpoint.
+  """
   workdir = Path(workdir).expanduser()
   for name in ("config.json", "stats.json"):
     if not (workdir / name).is_file():
@@ -216,5 +230,4 @@ def load_predictor(workdir: str | Path, *, best: bool = True,
     state, _ = ckpt.restore(template, best=best)
   finally:
     ckpt.close()
-  return Predictor(config, models.target_branch(state.params),
-                   input_pipeline.Standardizer.from_json(stats["standardizer"]), model)
+  return config, stats, model, state.params
