@@ -28,7 +28,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Self
 
 import jax
 import numpy as np
@@ -150,7 +150,7 @@ class DevicePrefetch:
         pass
       self._thread.join(timeout=_POLL_S)
 
-  def __enter__(self) -> DevicePrefetch:
+  def __enter__(self) -> Self:
     return self
 
   def __exit__(self, *exc) -> None:
