@@ -118,8 +118,11 @@ def _resolve_omg(cfg: DataConfig, data_dir: Path, progress) -> Path:
   manual = cfg.manual_dir or os.environ.get("OMG_DIR", "")
   if omg_emotion.is_prepared(data_dir, features):
     return data_dir
-  manual_path = _manual_dir(manual, "OMG-Emotion", "OMG_DIR",
-                            omg_emotion.prepared_path(data_dir, features), omg_emotion.HELP)
+  manual_path = Path(manual).expanduser() if manual else None
+  if manual_path is None or not manual_path.is_dir():  # the builder's message says the rest
+    raise CorpusNotFoundError(
+        f"no prepared copy at {omg_emotion.prepared_path(data_dir, features)} (--data_dir); "
+        f"{omg_emotion.missing_corpus_message(manual)}")
   omg_emotion.prepare(manual_path, data_dir, audio_features=features,
                       split_dirs=cfg.omg_split_dirs, progress=progress)
   return data_dir
