@@ -114,7 +114,9 @@ def embeddings(panels: Sequence[Mapping[str, Any]], path: Path, title: str) -> P
     allx = np.concatenate([p["points"][m] for m in mods])
     z, ratio = pca_2d(allx)
     start = 0
-    cmap = plt.get_cmap("viridis", max(len(p["colour_names"]), 2))
+    # ordered bins: a sequential map; classes (OMG-Emotion): distinct colours
+    cmap = (plt.get_cmap("tab10") if len(p["colour_names"]) > 3
+            else plt.get_cmap("viridis", max(len(p["colour_names"]), 2)))
     for k, m in enumerate(mods):
       n = p["points"][m].shape[0]
       zz, col = z[start:start + n], p["colour"][m]

@@ -143,6 +143,8 @@ def draw_figures(grid_dir: Path, results: Sequence[Mapping[str, Any]],
                                     f"{name}: training curves of every cell ({tag})", val))
     if ds["task"] == "classification":
       written += _confusions(rs, out / f"{name}_confusion.png", name)
+      if model_figures:
+        written += _utterance_embedding_figure(rs, out, name)
     elif model_figures and any(r.get("per_recording") for r in rs):
       written += _model_figures(rs, out, name)
   return written
@@ -199,6 +201,22 @@ def _model_figures(rs, out: Path, name: str) -> list[Path]:
         f"{cells['mono']['eval_split']} recordings (target {modality}, seed {seed}; each "
         "panel its own PCA), colour: arousal bin of the segment (training-label tertiles)"))
   return written
+
+
+def _utterance_embedding_figure(rs, out: Path, name: str) -> list[Path]:
+  """OMG-Emotion: utterance embeddings of mono and EmoBed (or crossmodal)
+  side by side, coloured by class."""
+  from emobed_jax import figures  # noqa: PLC0415
+  modality, cells = _choose(rs)
+  if "mono" not in cells or not ({"emobed", "crossmodal"} & set(cells)):
+    return []
+  other = "emobed" if "emobed" in cells else "crossmodal"
+  panels = [cell_utterance_embeddings(Path(cells[s]["_workdir"])) for s in ("mono", other)]
+  return [figures.embeddings(
+      panels, out / f"{name}_embeddings.png",
+      f"{name}: 2-D PCA of utterance representations of the {cells['mono']['eval_split']} "
+      f"split (target {modality}, seed {cells['mono']['seed']}; each panel its own PCA), "
+      "colour: gold class")]
 
 
 # --- running a cell's model (JAX) -------------------------------------------
@@ -307,3 +325,49 @@ def cell_embeddings(workdir: Path, max_points: int = 600) -> dict[str, Any]:
            f"{setting}: no shared space; target encoder's pooled states ({d.modality} only)")
   return {"title": title, "points": pts, "colour": cols, "colour_names": names,
           "what": what}
+
+
+def cell_utterance_embeddings(workdir: Path) -> dict[str, Any]:
+  """Utterance embeddings of an OMG-Emotion cell on its evaluation split: in
+  the shared space (``target_embed`` / ``aux_embed`` of the masked mean over
+  the utterance, both modalities) when the setting has one, else the target
+  encoder's masked-mean states (target modality only).  Coloured by the
+  gold class (``emobed_datasets.omg_emotion.CLASS_NAMES``)."""
+  from emobed_datasets.omg_emotion import CLASS_NAMES  # noqa: PLC0415
+
+  from emobed_jax import input_pipeline, models, utterances  # noqa: PLC0415
+  cell = restore_cell(workdir)
+  shared = bool(cell.config.core.task.parts["triplet"])
+  d = cell.config.data
+  utts = utterances.load_utterances(input_pipeline.resolve_prepared_dir(d), d.eval_split, d,
+                                    with_aux=shared)
+  std = input_pipeline.Standardizer.from_json(cell.stats["standardizer"])
+  utts = [utterances.standardize(u, std) for u in utts]
+  labels = np.asarray([u.label for u in utts])
+
+  def encode(m, x, mask, which):
+    h = (m.target_encoder if which == "target" else m.aux_encoder)(x, mask)
+    if shared:
+      return m._embed(m.target_embed if which == "target" else m.aux_embed, h, mask)
+    return models.masked_mean(h, mask), (mask.sum(1) > 0).astype(np.float32)
+
+  points, colour = {}, {}
+  for which in ("target", "aux") if shared else ("target",):
+    us = utts if which == "target" else [
+        dataclasses.replace(u, target=u.aux, target_mask=u.aux_mask) for u in utts]
+    emb = np.zeros((len(us), 0), np.float32)
+    ok = np.zeros(len(us), bool)
+    for idx, arrays in utterances.eval_batches(us, 1, cell.config.data.length_buckets):
+      x, mask = arrays["target"][0], arrays["mask"][0]
+      e, valid = cell.model.apply({"params": cell.params}, x, mask, which, method=encode)
+      e, valid = np.asarray(e)[:len(idx)], np.asarray(valid)[:len(idx)] > 0
+      if emb.shape[1] == 0:
+        emb = np.zeros((len(us), e.shape[1]), np.float32)
+      emb[idx], ok[idx] = e, valid
+    mod = d.modality if which == "target" else d.aux_modality
+    points[mod], colour[mod] = emb[ok], labels[ok]
+  setting = cell.config.core.task.setting
+  title = (f"{setting}: shared embedding space, both modalities" if shared else
+           f"{setting}: no shared space; target encoder's pooled states ({d.modality} only)")
+  return {"title": title, "points": points, "colour": colour,
+          "colour_names": list(CLASS_NAMES), "what": "utterances"}

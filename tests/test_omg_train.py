@@ -95,6 +95,14 @@ def test_classification_results_recount_from_their_predictions(omg_dir, tmp_path
   np.testing.assert_allclose(got, want["probs"], atol=2e-5)
   assert (tmp_path / "pred" / f"{wav.stem}.png").stat().st_size > 1000
 
+  # the grid report's utterance embeddings (shared space: both modalities)
+  from emobed_jax import grid_report
+  emb = grid_report.cell_utterance_embeddings(wd)
+  assert set(emb["points"]) == {"audio", "video"}
+  assert emb["points"]["audio"].shape == (len(per), 32)  # embed_dim
+  np.testing.assert_allclose(np.linalg.norm(emb["points"]["audio"], axis=1), 1.0, rtol=1e-5)
+  assert sorted(emb["colour"]["audio"].tolist()) == sorted(y.tolist())
+
   # launch/evaluate.py re-evaluates the saved run: the same numbers as results.json
   spec = importlib.util.spec_from_file_location("launch_evaluate_omg",
                                                 REPO_ROOT / "launch" / "evaluate.py")
