@@ -211,7 +211,10 @@ def _utterance_embedding_figure(rs, out: Path, name: str) -> list[Path]:
   if "mono" not in cells or not ({"emobed", "crossmodal"} & set(cells)):
     return []
   other = "emobed" if "emobed" in cells else "crossmodal"
-  panels = [cell_utterance_embeddings(Path(cells[s]["_workdir"])) for s in ("mono", other)]
+  dirs = [Path(cells[s]["_workdir"]) for s in ("mono", other)]
+  if not all((d / "checkpoints").is_dir() for d in dirs):  # results.json alone: no model
+    return []
+  panels = [cell_utterance_embeddings(d) for d in dirs]
   return [figures.embeddings(
       panels, out / f"{name}_embeddings.png",
       f"{name}: 2-D PCA of utterance representations of the {cells['mono']['eval_split']} "

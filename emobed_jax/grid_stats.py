@@ -433,6 +433,23 @@ REFERENCE_SOURCES = (
 )
 
 
+#: Published RECOLA numbers confirmed from their source (each with it): a
+#: challenge entry fusing every modality, i.e. a different protocol from a
+#: monomodal model at inference (theirs: AVEC 2016 features plus bottleneck
+#: and text features, multimodal fusion; CCC as the challenge computed it).
+PUBLISHED_POINTS = (
+    {"system": "Povolný et al. 2016, AVEC 2016 entry: audio + video + physiology "
+               "(+ ASR text) fusion", "split": "dev", "ccc_arousal": 0.855,
+     "ccc_valence": 0.713},
+    {"system": "Povolný et al. 2016, AVEC 2016 entry: audio + video + physiology "
+               "(+ ASR text) fusion", "split": "test", "ccc_arousal": 0.719,
+     "ccc_valence": 0.596},
+)
+PUBLISHED_SOURCE = ("F. Povolný, P. Matějka, M. Hradiš, A. Popková, L. Otrusina, P. Smrž, "
+                    "I. Wood, C. Robin, L. Lamel, \"Multimodal Emotion Recognition for AVEC "
+                    "2016 Challenge\", Proc. AVEC'16 (ACM MM), 2016 — numbers from its abstract")
+
+
 def read_reference(path: str | Path) -> dict[str, Any]:
   """A user's reference numbers (docs/RESULTS.md, "Reference numbers")::
 
@@ -487,7 +504,13 @@ def reference_markdown(ds: Mapping[str, Any], ref: Mapping[str, Any] | None) -> 
              + (f"; its protocol: {ref['protocol']}" if ref.get("protocol") else "")
              + ". Supplied with --reference by the user; a different protocol from ours "
                "unless stated.\n\n")
-  text += ("Published RECOLA reference points (different protocols: other features, "
+  text += ("Published RECOLA numbers, confirmed from their source (a different "
+           "protocol: multimodal fusion at inference, other features and models):\n\n"
+           + _md_table(["system", "split", "CCC arousal", "CCC valence"],
+                       [[p["system"], p["split"], _f(p["ccc_arousal"]), _f(p["ccc_valence"])]
+                        for p in PUBLISHED_POINTS])
+           + f"\n\nSource: {PUBLISHED_SOURCE}.\n\n")
+  text += ("Other published RECOLA reference points (different protocols: other features, "
            "models, splits or CCC granularity; their numbers are not reproduced here "
            "because none could be confirmed from a source readable when this table was "
            "written; add them with --reference):\n\n"

@@ -115,6 +115,8 @@ def test_aggregate_recola(tmp_path):
   assert "none of them is a number from the EmoBed paper" in gains_md
   refmd = (tmp_path / "tables" / "recola_reference.md").read_text()
   assert "my column: CCC arousal" in refmd and "0.123" in refmd and "AVEC 2016" in refmd
+  # the confirmed published point, with its source, marked as another protocol
+  assert "| dev | 0.855 | 0.713 |" in refmd and "Povolný" in refmd and "fusion" in refmd
   summary = json.loads((tmp_path / "tables" / "summary.json").read_text())
   assert summary["recola"]["gains"][0]["t_test"]["p"] == pytest.approx(ref.pvalue)
   bad = tmp_path / "bad.json"
