@@ -53,6 +53,9 @@ class RunData:
   class_weights: np.ndarray | None = None
   majority_class: int | None = None
   counts: dict[str, int] | None = None
+  #: Utterance corpora: per split, the CSV rows, the utterances kept and the
+  #: rows skipped by reason (the preparation's summary).
+  corpus: dict[str, Any] | None = None
 
 
 def load_run_data(config: RunConfig, stats: Mapping[str, Any] | None = None,
@@ -155,7 +158,10 @@ def _utterance_data(config: RunConfig, stats: Mapping[str, Any] | None, prepared
   source = dict(info.get("source") or {}, prepared=str(Path(prepared).resolve()),
                 manifest=info.get("manifest"))
   counts = {"train": len(train), "validation": len(val), dcfg.eval_split: len(evals)}
+  corpus = {split: {"kept": v.get("kept"), "rows": v.get("rows"),
+                    "skipped": dict(v.get("skipped") or {})}
+            for split, v in (info.get("splits") or {}).items()}
   return RunData(config, train_s, val_s, eval_s, {}, {}, bin_edges,
                  "validation", dict(stats), source,
                  time.perf_counter() - t0, weights,
-                 utterances.majority_class(train, NUM_CLASSES), counts)
+                 utterances.majority_class(train, NUM_CLASSES), counts, corpus)

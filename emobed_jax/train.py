@@ -549,7 +549,7 @@ def train_and_evaluate(config: RunConfig, workdir: str | Path, report: Report | 
         source, config.batch_size, config.seed, config.epochs + 1, jax.process_index(),
         jax.process_count())
     report("data", {"train": len(data.train), "val": len(data.val), "eval": len(data.eval),
-                    "unit": "utterances" if utt else "recordings",
+                    "unit": "utterances" if utt else "recordings", "corpus": data.corpus,
                     "windows": examples, "steps_per_epoch": spe,
                     "total_steps": total_steps, "devices": jax.device_count(),
                     "seconds": data.seconds, "selection_split": data.selection_split})

@@ -9,11 +9,12 @@ r"""Predict emotion with a trained run, target modality only.
 Loads the run's best checkpoint and training statistics
 (emobed_jax.predict.load_predictor) and writes, per input, into --output
 (default: next to the input):
-  RECOLA models: <name>.csv (time_s,arousal,valence at 40 ms; the run's
-    dimensions) and <name>.png (the traces over time);
-  OMG-Emotion models: <name>.csv, one row: the class, its name and the seven
-    class probabilities (or arousal,valence for a regression model), and
-    <name>.png (a bar chart of the probabilities).
+  RECOLA models: <name>.prediction.csv (time_s,arousal,valence at 40 ms; the
+    run's dimensions) and <name>.prediction.png (the traces over time);
+  OMG-Emotion models: <name>.prediction.csv, one row: the class, its name and
+    the seven class probabilities (or arousal,valence for a regression model),
+    and <name>.prediction.png (a bar chart of the probabilities).
+  Outputs never take an input's name (a clip's OpenFace CSV beside it stays).
 
 Needs the audio extra (pip install -e ".[audio]": opensmile, matplotlib).
 Inputs:
@@ -28,7 +29,8 @@ Inputs:
     run's openSMILE features are computed from its sound track;
   OMG-Emotion video models: the clip's OpenFace 2.0 CSV (frames without a
     face are masked);
-  or a folder of them (a progress line per input). Errors are one "error: ..."
+  or a folder of them (not recursive; for an OMG-Emotion model only the files
+  of its modality; a progress line per input). Errors are one "error: ..."
 line, exit 1 (2 for a malformed flag); nothing is half-written.
 """
 
@@ -47,7 +49,7 @@ flags.DEFINE_string("workdir", "", "The run folder written by launch/train.py.",
 flags.DEFINE_string("input", "", "A WAV file, a corpus-format feature file (.arff/.csv), "
                     "a clip or OpenFace CSV (OMG-Emotion models), or a folder of them.",
                     flag_values=FLAGS)
-flags.DEFINE_string("output", "", "Folder for <name>.csv and <name>.png (default: the "
+flags.DEFINE_string("output", "", "Folder for <name>.prediction.csv and .png (default: the "
                     "input's folder).", flag_values=FLAGS)
 
 WAV = (".wav",)
@@ -61,17 +63,40 @@ class InputError(ValueError):
   """An input that cannot be predicted on; one line."""
 
 
-def inputs(path: Path) -> list[Path]:
-  """The files to predict on: ``path`` itself, or a folder's WAV/ARFF files
-  (sorted; for a two-variant model, a folder of ARFFs is an arousal-variant
-  folder ``features_<set>/arousal/``)."""
+#: Suffix of what predict writes (``<name>.prediction.csv/.png``): never the
+#: name of an input (an OpenFace CSV or a feature CSV beside it stays intact).
+OUTPUT_SUFFIX = ".prediction"
+
+
+def accepted(p: Path, predictor=None) -> bool:
+  """Whether a folder's file ``p`` is an input for ``predictor``'s run: for an
+  OMG-Emotion model only files of its modality (a folder of clips holds each
+  clip's OpenFace CSV beside it), never predict's own outputs."""
+  name = p.name.lower()
+  if OUTPUT_SUFFIX + "." in name:
+    return False
+  suffix = p.suffix.lower()
+  if predictor is not None and predictor.per_utterance:
+    return suffix in ((".csv",) if predictor.config.data.modality == "video" else WAV + CLIPS)
+  return suffix in WAV + FEATURE_FILES
+
+
+def inputs(path: Path, predictor=None) -> list[Path]:
+  """The files to predict on: ``path`` itself, or a folder's input files
+  (:func:`accepted`, sorted; for a two-variant model, a folder of ARFFs is an
+  arousal-variant folder ``features_<set>/arousal/``)."""
   if path.is_file():
+    if OUTPUT_SUFFIX + "." in path.name.lower():
+      raise InputError(f"--input={path}: this is a prediction written by predict.py")
     return [path]
   if path.is_dir():
-    files = sorted(p for p in path.iterdir()
-                   if p.is_file() and p.suffix.lower() in WAV + FEATURE_FILES + CLIPS)
+    files = sorted(p for p in path.iterdir() if p.is_file() and accepted(p, predictor))
     if not files:
-      raise InputError(f"--input={path}: no .wav, .arff, .csv or clip file in this folder")
+      what = (("OpenFace .csv" if predictor.config.data.modality == "video"
+               else ".wav or clip") if predictor is not None and predictor.per_utterance
+              else ".wav, .arff or .csv")
+      raise InputError(f"--input={path}: no {what} file in this folder (not searched "
+                       "recursively)")
     return files
   raise InputError(f"--input={path}: not found")
 
@@ -208,7 +233,7 @@ def write_outputs(name: str, pred, out_dir: Path, predictor) -> tuple[Path, Path
   dims = predictor.dimensions
   t = np.arange(pred.shape[0]) * FRAME_S
   out_dir.mkdir(parents=True, exist_ok=True)
-  csv, png = out_dir / f"{name}.csv", out_dir / f"{name}.png"
+  csv, png = (out_dir / f"{name}{OUTPUT_SUFFIX}.csv", out_dir / f"{name}{OUTPUT_SUFFIX}.png")
   cfg = predictor.config
 
   def plot(tmp):
@@ -260,7 +285,7 @@ def write_utterance_outputs(name: str, pred, out_dir: Path, predictor) -> tuple[
   else:
     labels = list(cfg.data.dimensions)
   out_dir.mkdir(parents=True, exist_ok=True)
-  csv, png = out_dir / f"{name}.csv", out_dir / f"{name}.png"
+  csv, png = (out_dir / f"{name}{OUTPUT_SUFFIX}.csv", out_dir / f"{name}{OUTPUT_SUFFIX}.png")
   best = int(pred.argmax())
 
   def plot(tmp):
@@ -304,7 +329,7 @@ def main(argv: list[str]) -> None:
     _cli.fail(f"--workdir={workdir}: not found; expected a workdir written by launch/train.py")
   try:
     predictor = load_predictor(workdir)
-    files = inputs(Path(FLAGS.input).expanduser())
+    files = inputs(Path(FLAGS.input).expanduser(), predictor)
   except (FileNotFoundError, RunError, C.ConfigError, InputError) as e:
     _cli.fail(e)
   except Exception as e:  # noqa: BLE001  (orbax: no or damaged checkpoint)

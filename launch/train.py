@@ -74,9 +74,15 @@ def _reporter(terms: tuple[str, ...], prefix: str = ""):
           f"{info['steps_per_epoch']} steps/epoch, {info['total_steps']} steps on "
           f"{info['devices']} devices (ready in {info['seconds']:.1f} s); model "
           f"selection on {info['selection_split']}")
+      for split, n in (info.get("corpus") or {}).items():  # OMG: the subset measured
+        why = ", ".join(f"{k} {v}" for k, v in n["skipped"].items()) or "none"
+        say(f"corpus {split}: {n['kept']} utterances of {n['rows']} CSV rows "
+            f"(skipped: {why})")
     elif kind == "prepare":  # OMG-Emotion: features of every clip, once
       done, total, secs = info["done"], info["total"], info["seconds"]
-      if done == total or time.perf_counter() - last[0] >= 5:
+      if not last[0]:  # an ETA from the first clip alone is a guess: wait 5 s
+        last[0] = time.perf_counter()
+      elif done == total or time.perf_counter() - last[0] >= 5:
         last[0] = time.perf_counter()
         eta = secs / done * (total - done) if done else None
         say(f"preparing the corpus: {done}/{total} clips, {secs:.0f} s, "
@@ -173,6 +179,7 @@ def main(argv: list[str]) -> None:
   multi = _multihost.start(FLAGS, plan)
   # JAX is imported only now, after XLA_FLAGS is final (one host device per core).
   from emobed_jax.train import RunInterrupted, logged_terms, train_and_evaluate  # noqa: PLC0415
+  from emobed_jax.features import AudioError  # noqa: PLC0415  (OMG: opensmile missing)
   from emobed_jax.workdir import RunError  # noqa: PLC0415
 
   workdir = Path(FLAGS.workdir) if FLAGS.workdir else default_workdir(cfg)
@@ -193,7 +200,7 @@ def main(argv: list[str]) -> None:
   except RunInterrupted as e:
     _cli.say(f"{stop.name}: {e} ({workdir})")
     sys.exit(EXIT_INTERRUPTED)
-  except (DataError, C.ConfigError, RunError, FloatingPointError) as e:
+  except (DataError, C.ConfigError, RunError, FloatingPointError, AudioError) as e:
     _cli.fail(e)
   except OSError as e:  # a full disk, a permission: name the file; nothing is half-written
     _cli.fail(f"{e.strerror or e}: {e.filename}" if e.filename else e)

@@ -6,6 +6,7 @@ raw clip files; a missing corpus is one line."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -89,11 +90,24 @@ def test_classification_results_recount_from_their_predictions(omg_dir, tmp_path
   predict_cli.FLAGS.unparse_flags()
   predict_cli.main(_cli.parse_flags(["predict.py", f"--workdir={wd}", f"--input={wav}",
                                      f"--output={tmp_path / 'pred'}"], predict_cli.FLAGS))
-  row = (tmp_path / "pred" / f"{wav.stem}.csv").read_text().splitlines()
+  row = (tmp_path / "pred" / f"{wav.stem}.prediction.csv").read_text().splitlines()
   assert row[0].startswith("input,class,class_name,p_Anger")
   got = np.array([float(x) for x in row[1].split(",")[3:]])
   np.testing.assert_allclose(got, want["probs"], atol=2e-5)
-  assert (tmp_path / "pred" / f"{wav.stem}.png").stat().st_size > 1000
+  assert (tmp_path / "pred" / f"{wav.stem}.prediction.png").stat().st_size > 1000
+  # Beside the clips (no --output), in the corpus layout where each clip's
+  # OpenFace CSV shares its stem: a folder gives the audio files only, and
+  # the OpenFace CSVs stay as they were.
+  folder = tmp_path / "clips"
+  shutil.copytree(wav.parent, folder)
+  before = {p.name: p.read_bytes() for p in folder.glob("*.csv")}
+  assert before
+  predict_cli.FLAGS.unparse_flags()
+  predict_cli.main(_cli.parse_flags(["predict.py", f"--workdir={wd}", f"--input={folder}"],
+                                    predict_cli.FLAGS))
+  assert {p.name: p.read_bytes() for p in folder.glob("*.csv")
+          if ".prediction." not in p.name} == before
+  assert len(list(folder.glob("*.prediction.csv"))) == len(list(folder.glob("*.wav")))
 
   # the grid report's utterance embeddings (shared space: both modalities)
   from emobed_jax import grid_report

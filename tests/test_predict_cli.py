@@ -114,14 +114,14 @@ def test_predict_a_wav_writes_csv_and_png(run, wav, tmp_path, capsys):
                f"--output={out}") == 0
   o = capsys.readouterr().out
   assert "[1/1] utterance.wav: 176 frames" in o
-  lines = (out / "utterance.csv").read_text().splitlines()
+  lines = (out / "utterance.prediction.csv").read_text().splitlines()
   assert lines[0] == "time_s,arousal,valence" and len(lines) == 177
   assert lines[1].startswith("0.00,") and lines[-1].startswith("7.00,")
-  pred = np.loadtxt(out / "utterance.csv", delimiter=",", skiprows=1)
+  pred = np.loadtxt(out / "utterance.prediction.csv", delimiter=",", skiprows=1)
   ref = predict.load_predictor(run)(features.audio_features(wav))
   np.testing.assert_allclose(pred[:, 1:], ref, atol=1e-6)
-  assert (out / "utterance.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-  assert sorted(p.name for p in out.iterdir()) == ["utterance.csv", "utterance.png"]
+  assert (out / "utterance.prediction.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  assert sorted(p.name for p in out.iterdir()) == ["utterance.prediction.csv", "utterance.prediction.png"]
 
 
 def test_predict_a_corpus_feature_file_matches_the_run(run, demo_dir, tmp_path, capsys):
@@ -133,7 +133,7 @@ def test_predict_a_corpus_feature_file_matches_the_run(run, demo_dir, tmp_path, 
   x = np.concatenate([read_arff(manual / "features_audio" / v / "dev_1.arff").data
                       for v in ("arousal", "valence")], 1)
   p = predict.load_predictor(run)(x)
-  csv = np.loadtxt(out / "dev_1.csv", delimiter=",", skiprows=1)
+  csv = np.loadtxt(out / "dev_1.prediction.csv", delimiter=",", skiprows=1)
   np.testing.assert_allclose(csv[:, 1:], p, atol=1e-6)
   gold = np.stack([read_arff(manual / "ratings_gold_standard" / d / "dev_1.arff").data[:, 0]
                    for d in ("arousal", "valence")], 1)
@@ -147,13 +147,13 @@ def test_predict_a_corpus_feature_file_matches_the_run(run, demo_dir, tmp_path, 
                f"--output={tmp_path / 'all'}") == 0
   o = capsys.readouterr().out
   n = len(list(arousal_file.parent.glob("*.arff")))
-  assert f"[{n}/{n}]" in o and len(list((tmp_path / "all").glob("*.csv"))) == n
+  assert f"[{n}/{n}]" in o and len(list((tmp_path / "all").glob("*.prediction.csv"))) == n
   # ... predicted together over the devices: each file's CSV as predicted alone
   predictor = predict.load_predictor(run)
   for f in sorted(arousal_file.parent.glob("*.arff")):
     alone = predictor(np.concatenate([read_arff(manual / "features_audio" / v / f.name).data
                                       for v in ("arousal", "valence")], 1))
-    got = np.loadtxt(tmp_path / "all" / f"{f.stem}.csv", delimiter=",", skiprows=1)
+    got = np.loadtxt(tmp_path / "all" / f"{f.stem}.prediction.csv", delimiter=",", skiprows=1)
     np.testing.assert_allclose(got[:, 1:], alone, atol=1e-6)
   # The same features as CSV files (';' separated with name and time columns,
   # as AVEC later shipped them): the same predictions.
@@ -167,7 +167,7 @@ def test_predict_a_corpus_feature_file_matches_the_run(run, demo_dir, tmp_path, 
     (csv_dir / v / "dev_1.csv").write_text("\n".join(lines) + "\n")
   assert _main(predict_cli, "predict", f"--workdir={run}",
                f"--input={csv_dir / 'arousal' / 'dev_1.csv'}", f"--output={tmp_path / 'c'}") == 0
-  np.testing.assert_allclose(np.loadtxt(tmp_path / "c" / "dev_1.csv", delimiter=",",
+  np.testing.assert_allclose(np.loadtxt(tmp_path / "c" / "dev_1.prediction.csv", delimiter=",",
                                         skiprows=1)[:, 1:], p, atol=1e-6)
 
 
