@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+
+from emobed_datasets.errors import DataError
 
 #: RECOLA (AVEC 2016) feature set name -> (folder in the package, dimensions).
 RECOLA_FEATURE_SETS: dict[str, tuple[str, int]] = {
@@ -44,3 +47,46 @@ def exclusive_lock(lock_path: Path) -> Iterator[None]:
       yield
     finally:
       fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def check_demo_marker(root: Path, marker_name: str, params: dict, what: str,
+                      ignore: tuple[str, ...] = ()) -> bool:
+  """Whether ``root`` holds a complete generated corpus made with ``params``.
+
+  A generated corpus (``demo``, ``demo_omg``) is finished by writing its
+  marker file ``marker_name`` (JSON of the parameters it was made with).
+
+  Args:
+    root: the corpus folder.
+    marker_name: the marker's file name.
+    params: the parameters asked for now.
+    what: the corpus's name for messages, e.g. ``"demo corpus"``.
+    ignore: marker keys that are facts about the corpus, not parameters.
+
+  Returns:
+    False when ``root`` is missing or an empty folder (to be written); True
+    when its marker holds ``params``.
+
+  Raises:
+    DataError: ``root`` holds something else (no marker), an unreadable
+      marker, or a corpus made with other parameters (names the folder).
+  """
+  if not root.exists():
+    return False
+  marker = root / marker_name
+  if not marker.is_file():
+    if root.is_dir() and not any(root.iterdir()):
+      return False
+    raise DataError(f"exists but is not a complete {what} (no {marker_name}): delete it "
+                    "or choose another folder", path=root)
+  try:
+    found = json.loads(marker.read_text())
+  except (OSError, ValueError):
+    raise DataError("unreadable demo marker, expected JSON; delete the folder to "
+                    "regenerate it", path=marker) from None
+  for key in ignore:
+    found.pop(key, None)
+  if found != params:
+    raise DataError(f"{what} made with {found}, expected {params}; delete the folder "
+                    "or choose another one", path=root)
+  return True

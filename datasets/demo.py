@@ -50,10 +50,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-
 from emobed_datasets.arff import write_arff
-from emobed_datasets.common import RECOLA_FEATURE_SETS, exclusive_lock
-from emobed_datasets.errors import DataError
+from emobed_datasets.common import (
+  RECOLA_FEATURE_SETS,
+  check_demo_marker,
+  exclusive_lock,
+)
 
 __all__ = [
     "write_demo_corpus", "ensure_demo_corpus", "prepare_demo", "demo_paths",
@@ -342,26 +344,7 @@ def ensure_demo_corpus(
 
 def _check_existing(root: Path, params: dict[str, object]) -> bool:
   """True if `root` is a complete corpus with `params`; raises if foreign."""
-  if not root.exists():
-    return False
-  marker = root / DEMO_MARKER
-  if not marker.is_file():
-    if root.is_dir() and not any(root.iterdir()):
-      return False
-    raise DataError(
-        f"exists but is not a complete demo corpus (no {DEMO_MARKER}); "
-        "expected a folder written by ensure_demo_corpus: delete it or choose "
-        "another folder", path=root)
-  try:
-    found = json.loads(marker.read_text())
-  except (OSError, ValueError):
-    raise DataError("unreadable demo marker, expected JSON; delete the "
-                    "folder to regenerate it", path=marker) from None
-  if found != params:
-    raise DataError(
-        f"demo corpus made with {found}, expected {params}; delete the folder "
-        "or choose another one", path=root)
-  return True
+  return check_demo_marker(root, DEMO_MARKER, params, "demo corpus")
 
 
 def demo_paths(

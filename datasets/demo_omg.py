@@ -48,8 +48,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from emobed_datasets.common import exclusive_lock
-from emobed_datasets.errors import DataError
+from emobed_datasets.common import check_demo_marker, exclusive_lock
 
 __all__ = [
   "CLASS_WEIGHTS",
@@ -284,24 +283,8 @@ def ensure_demo_omg_corpus(root: str | os.PathLike[str], seed: int = 0, **sizes)
 
 
 def _check_existing(root: Path, params: dict) -> bool:
-  if not root.exists():
-    return False
-  marker = root / DEMO_MARKER
-  if not marker.is_file():
-    if root.is_dir() and not any(root.iterdir()):
-      return False
-    raise DataError(f"exists but is not a complete demo OMG corpus (no {DEMO_MARKER}): "
-                    "delete it or choose another folder", path=root)
-  try:
-    found = json.loads(marker.read_text())
-  except (OSError, ValueError):
-    raise DataError("unreadable demo marker, expected JSON; delete the folder",
-                    path=marker) from None
-  found.pop("class_counts", None)
-  if found != params:
-    raise DataError(f"demo OMG corpus made with {found}, expected {params}; delete "
-                    "the folder or choose another one", path=root)
-  return True
+  return check_demo_marker(root, DEMO_MARKER, params, "demo OMG corpus",
+                           ignore=("class_counts",))
 
 
 def demo_omg_paths(data_dir: str | os.PathLike[str], seed: int = 0) -> tuple[Path, Path]:

@@ -102,3 +102,26 @@ def test_check_source(tmp_path):
   next(moved.rglob("*.wav")).unlink()
   with pytest.raises(DataError, match="prepared data at P was built from .*rerun with --overwrite"):
     omg_emotion.check_source(recorded, moved, "P")
+
+
+def test_an_existing_folder_is_reused_only_if_it_is_the_same_corpus(tmp_path):
+  """The marker check shared with the RECOLA demo (common.check_demo_marker):
+  the same corpus is reused as is, other sizes or a foreign folder are refused
+  with the folder named, an empty folder is written."""
+  root = tmp_path / "raw"
+  demo_omg.ensure_demo_omg_corpus(root, 0, **TINY)
+  before = _files(root)
+  demo_omg.ensure_demo_omg_corpus(root, 0, **TINY)
+  assert _files(root) == before
+  with pytest.raises(DataError, match="demo OMG corpus made with .*num_train.: 7"):
+    demo_omg.ensure_demo_omg_corpus(root, 0, **dict(TINY, num_train=9))
+  foreign = tmp_path / "foreign"
+  foreign.mkdir()
+  (foreign / "notes.txt").write_text("mine")
+  with pytest.raises(DataError, match="not a complete demo OMG corpus"):
+    demo_omg.ensure_demo_omg_corpus(foreign, 0, **TINY)
+  assert (foreign / "notes.txt").read_text() == "mine"
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  demo_omg.ensure_demo_omg_corpus(empty, 0, **TINY)
+  assert (empty / demo_omg.DEMO_MARKER).is_file()
