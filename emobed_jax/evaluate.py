@@ -34,7 +34,8 @@ def dims_metrics(values: Any, dims: Sequence[str]) -> dict[str, float]:
 
 def evaluate_recordings(p_eval: Callable, params: Any, recordings: Sequence[Any],
                         full_labels: Mapping[str, np.ndarray], data_cfg: DataConfig,
-                        num_devices: int, where: str = "") -> dict[str, Any]:
+                        num_devices: int, where: str = "",
+                        arrays: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
   """CCC of the target branch on whole recordings, both granularities.
 
   Args:
@@ -48,6 +49,8 @@ def evaluate_recordings(p_eval: Callable, params: Any, recordings: Sequence[Any]
     data_cfg: gives ``dimensions`` (names of the D outputs) and ``frame_step``.
     num_devices: local devices ``p_eval`` maps over.
     where: what is evaluated, for the error message (e.g. ``"step 40"``).
+    arrays: :func:`emobed_jax.input_pipeline.eval_arrays` of ``recordings``
+      made once by a caller that evaluates them again, or None.
 
   Returns:
     ``{"concatenated": {...}, "per_recording_mean": {...}, "per_recording":
@@ -58,7 +61,8 @@ def evaluate_recordings(p_eval: Callable, params: Any, recordings: Sequence[Any]
     FloatingPointError: a prediction on a real frame is NaN or inf (names
       the recording and ``where``).
   """
-  arrays = input_pipeline.eval_arrays(recordings, num_devices)
+  if arrays is None:
+    arrays = input_pipeline.eval_arrays(recordings, num_devices)
   preds = np.asarray(p_eval(params, arrays["target"], arrays["mask"]))
   preds = preds.reshape((-1,) + preds.shape[2:])
   for i, rec in enumerate(recordings):
@@ -110,14 +114,21 @@ def results_record(config: Any, final: Mapping[str, Any], *, selection_split: st
 
 
 def utterance_predictions(p_eval: Callable, params: Any, utts: Sequence[Any], num_devices: int,
-                          num_buckets: int, where: str = "") -> np.ndarray:
+                          num_buckets: int, where: str = "", chunks: Sequence | None = None
+                          ) -> np.ndarray:
   """Target-branch outputs per utterance: ``[U, C]`` logits or ``[U, D]`` values.
+
+  ``chunks``: :func:`emobed_jax.utterances.eval_batches` of ``utts`` made
+  once by a caller that evaluates the same split again (every validation),
+  or None to make them here.
 
   Raises:
     FloatingPointError: an output is NaN or inf (names the utterance and ``where``).
   """
   out = None
-  for idx, arrays in utterances.eval_batches(utts, num_devices, num_buckets):
+  if chunks is None:
+    chunks = utterances.eval_batches(utts, num_devices, num_buckets)
+  for idx, arrays in chunks:
     pred = np.asarray(p_eval(params, arrays["target"], arrays["mask"]))
     pred = pred.reshape((-1,) + pred.shape[2:])[:len(idx)]
     if out is None:
@@ -142,7 +153,8 @@ def classification_metrics(labels: np.ndarray, preds: np.ndarray,
 
 
 def evaluate_utterances(p_eval: Callable, params: Any, utts: Sequence[Any], config: RunConfig,
-                        num_devices: int, where: str = "") -> dict[str, Any]:
+                        num_devices: int, where: str = "", chunks: Sequence | None = None
+                        ) -> dict[str, Any]:
   """Scores of the target branch on a split's utterances.
 
   Args:
@@ -152,6 +164,7 @@ def evaluate_utterances(p_eval: Callable, params: Any, utts: Sequence[Any], conf
     config: the run's resolved config (task, dimensions, length_buckets).
     num_devices: local devices ``p_eval`` maps over.
     where: what is evaluated, for the error message.
+    chunks: the split's padded chunks, made once (:func:`utterance_predictions`).
 
   Returns:
     classification: ``{"metrics": {"accuracy", "macro_f1", "uar"},
@@ -163,7 +176,7 @@ def evaluate_utterances(p_eval: Callable, params: Any, utts: Sequence[Any], conf
     FloatingPointError: a NaN or inf output.
   """
   out = utterance_predictions(p_eval, params, utts, num_devices, config.data.length_buckets,
-                              where)
+                              where, chunks)
   gold = utterances.arrays_of(utts)
   if config.core.task.task == "classification":
     probs = np.exp(out - out.max(-1, keepdims=True))
@@ -182,13 +195,12 @@ def evaluate_utterances(p_eval: Callable, params: Any, utts: Sequence[Any], conf
                             for i, u in enumerate(utts)}}
 
 
-def selection_score(config: RunConfig, val: Mapping[str, Any]) -> tuple[str, float]:
-  """The validation number model selection maximises: ``ccc_mean``
-  (regression; concatenated CCC on recordings), ``uar`` (classification:
-  UAR, because OMG-Emotion's classes are very unbalanced)."""
+def selection_score(config: RunConfig, metrics: Mapping[str, float]) -> tuple[str, float]:
+  """The validation number model selection maximises, from a split's flat
+  metrics: ``ccc_mean`` (regression; concatenated CCC on recordings), ``uar``
+  (classification: UAR, because OMG-Emotion's classes are very unbalanced)."""
   name = "uar" if config.core.task.task == "classification" else "ccc_mean"
-  m = val["metrics"] if "metrics" in val else val["concatenated"]
-  return name, float(m[name])
+  return name, float(metrics[name])
 
 
 def utterance_results_record(config: RunConfig, final: Mapping[str, Any],

@@ -41,7 +41,7 @@ from flax.training import train_state
 from emobed_jax import checkpoint, evaluate, losses, parallel, prefetch, run_data, utterances
 from emobed_jax import workdir as wd
 from emobed_jax.config import CoreConfig, OptimConfig, RunConfig
-from emobed_jax.input_pipeline import WindowBatches, WindowSource, steps_per_epoch
+from emobed_jax.input_pipeline import WindowBatches, WindowSource, eval_arrays, steps_per_epoch
 from emobed_jax.models import EmoBed, init_params, segment_pool
 
 
@@ -460,7 +460,7 @@ def _train_loop(st: TrainState, batches, rng, *, config: RunConfig,
                             or done == total_steps):
       healthy()
       val = validate(st.params, f"step {done}")
-      _, score = evaluate.selection_score(config, {"metrics": val})
+      _, score = evaluate.selection_score(config, val)
       is_best = meta["best_score"] is None or score > meta["best_score"]
       if is_best:
         meta.update(best_score=score, best_step=done)
@@ -570,13 +570,19 @@ def train_and_evaluate(config: RunConfig, workdir: str | Path, report: Report | 
     p_eval = parallel.pmap_eval_step(functools.partial(eval_step, model=model))
     n_local = jax.local_device_count()
 
+    padded: dict[str, Any] = {}  # each split padded once, not at every validation
+
     def evaluate_split(params, which: str, where: str) -> dict[str, Any]:
+      items = getattr(data, which)
+      if which not in padded:
+        padded[which] = (utterances.eval_batches(items, n_local, config.data.length_buckets)
+                         if utt else eval_arrays(items, n_local))
       if utt:
-        return evaluate.evaluate_utterances(p_eval, params, getattr(data, which), config,
-                                            n_local, where=where)
-      return evaluate.evaluate_recordings(p_eval, params, getattr(data, which),
+        return evaluate.evaluate_utterances(p_eval, params, items, config, n_local,
+                                            where=where, chunks=padded[which])
+      return evaluate.evaluate_recordings(p_eval, params, items,
                                           getattr(data, f"full_{which}_labels"), config.data,
-                                          n_local, where=where)
+                                          n_local, where=where, arrays=padded[which])
 
     def validate(params, where: str) -> dict[str, float]:
       v = evaluate_split(params, "val", where)
