@@ -113,7 +113,7 @@ def test_classification_results_recount_from_their_predictions(omg_dir, tmp_path
   from emobed_jax import grid_report
   emb = grid_report.cell_utterance_embeddings(wd)
   assert set(emb["points"]) == {"audio", "video"}
-  assert emb["points"]["audio"].shape == (len(per), 32)  # embed_dim
+  assert emb["points"]["audio"].shape == (len(per), cfg["core"]["model"]["embed_dim"])
   np.testing.assert_allclose(np.linalg.norm(emb["points"]["audio"], axis=1), 1.0, rtol=1e-5)
   assert sorted(emb["colour"]["audio"].tolist()) == sorted(y.tolist())
 
