@@ -12,7 +12,12 @@ the step: one producer, a FIFO queue, steps checked on the way out).
 ``batches`` is anything indexable by the step that returns a host batch
 (a dict of numpy arrays with a common leading size, e.g.
 :class:`emobed_jax.input_pipeline.WindowBatches` or a grain ``MapDataset``);
-the shapes may differ from batch to batch (length buckets).
+the shapes may differ from batch to batch (length buckets).  If it also has
+``shards(step, n)`` (per-device blocks of rows in separate buffers, as
+``WindowBatches`` has), each block is put on its device directly: on a CPU
+a 64-byte-aligned block becomes the device buffer without a copy, one copy
+of every batch less per step (the producer's host work for an emobed batch,
+B=32, widths 176/336, 2 cores: 11 ms -> 5 ms, measured 2026-11-30).
 
 Why a thread of our own and not grain's prefetch: grain's
 ``MapDataset.to_iter_dataset().prefetch``/``mp_prefetch`` produce host
@@ -82,6 +87,9 @@ class DevicePrefetch:
     self._sharding = NamedSharding(parallel.local_mesh(self._devices),
                                    PartitionSpec(parallel.AXIS))
     self._batches, self._check = batches, check
+    # Batches that can cut each device's block into its own aligned buffers
+    # (input_pipeline.WindowBatches) skip a host copy per step (place_shards).
+    self._by_shard = callable(getattr(batches, "shards", None))
     self._next, self._stop = start, stop
     self._queue: queue.Queue = queue.Queue(maxsize=depth)
     self._closing = threading.Event()
@@ -94,6 +102,21 @@ class DevicePrefetch:
     producer's work for one step; public for tests and the benchmark)."""
     sharded = parallel.shard_batch(dict(batch), len(self._devices))
     return jax.device_put(sharded, self._sharding)
+
+  def place_shards(self, shards: list[Mapping[str, np.ndarray]]) -> dict[str, jax.Array]:
+    """Per-device host blocks (``shards[i]`` for device ``i``, e.g.
+    :meth:`emobed_jax.input_pipeline.WindowBatches.shards`) -> the arrays
+    :meth:`place` makes of their concatenation.  Each block goes to its own
+    device with one ``device_put``; on a CPU, 64-byte-aligned blocks become
+    the device buffers without a copy."""
+    if len(shards) != len(self._devices):
+      raise ValueError(f"{len(shards)} shards for {len(self._devices)} devices")
+    out = {}
+    for k in shards[0]:
+      parts = [jax.device_put(s[k][None], d) for s, d in zip(shards, self._devices)]
+      shape = (len(parts),) + tuple(shards[0][k].shape)
+      out[k] = jax.make_array_from_single_device_arrays(shape, self._sharding, parts)
+    return out
 
   def _put(self, item) -> bool:
     while not self._closing.is_set():
@@ -109,10 +132,15 @@ class DevicePrefetch:
       if self._closing.is_set():
         return
       try:
-        host = self._batches[step]
-        if step == start and self._check is not None:
-          self._check(host)
-        item = (step, self.place(host))
+        if self._by_shard:
+          if step == start and self._check is not None:
+            self._check(self._batches[step])   # the whole batch, once
+          item = (step, self.place_shards(self._batches.shards(step, len(self._devices))))
+        else:
+          host = self._batches[step]
+          if step == start and self._check is not None:
+            self._check(host)
+          item = (step, self.place(host))
       except BaseException as e:  # noqa: BLE001 - delivered to the consumer, re-raised there
         self._put((step, _Failed(e)))
         return

@@ -315,7 +315,10 @@ def loop_rows(setting: str, b: int, t: int, args, dims=REAL_DIMS,
   same pmapped step on one batch already on the devices, ``steps`` calls,
   blocked at the end.  ``rounds`` rounds (step, feeds, feeds reversed on
   odd rounds, step once more at the end); each row keeps the best of its
-  runs (a shared machine only ever slows a run down).  Every run starts
+  runs (a shared machine only ever slows a run down): ``loop_ratio`` is
+  best loop / best step; ``loop_ratio_paired`` the median over the rounds
+  of each loop run / the mean of the step-alone runs just before and after
+  it.  Every run starts
   from the same initial state and data order.  ``variant``: its RNN (and
   ``_u<N>``) is the model's; the loop always runs ``pmap`` over the local
   devices, as ``train_and_evaluate`` does.
@@ -404,8 +407,13 @@ def loop_rows(setting: str, b: int, t: int, args, dims=REAL_DIMS,
   best = max(step_fps)
   for f, runs in measured.items():
     fps, cores = max(runs)
+    # Paired: round r's loop run against the step-alone runs just before and
+    # after it (a load that comes and goes hits both alike); the median over
+    # the rounds, beside the ratio of the bests.
+    paired = [run[0] / (0.5 * (step_fps[r] + step_fps[r + 1])) for r, run in enumerate(runs)]
     rows.append(dict(kind="loop", setting=setting, B=b, T=t, variant=f, rnn=rnn, devices=n,
                      dims=list(dims), fps_jax=fps, fps_step=best, loop_ratio=fps / best,
+                     loop_ratio_paired=float(np.median(paired)), loop_ratio_runs=paired,
                      fps_runs=[r[0] for r in runs], fps_step_runs=step_fps, cores_jax=cores,
                      steps_timed=stop - warm, peak_rss_mb=peak_rss_mb()))
   return rows
@@ -990,12 +998,14 @@ def _eval_runner(rnn: str, x, mask, b: int, mode: str, n: int, devices, args):
 COLUMNS = [
     ("kind", "{}"), ("setting", "{}"), ("B", "{}"), ("T", "{}"), ("variant", "{}"),
     ("devices", "{}"), ("fps_jax", "{:.0f}"), ("fps_step", "{:.0f}"), ("loop_ratio", "{:.2f}"),
+    ("loop_ratio_paired", "{:.2f}"),
     ("fps_torch", "{:.0f}"), ("ratio", "{:.2f}"),
     ("compile_s", "{:.1f}"), ("recompiles", "{}"), ("cores_jax", "{:.2f}"),
     ("cores_torch", "{:.2f}"), ("pct_peak_jax", "{:.1f}"), ("pct_peak_torch", "{:.1f}"),
     ("peak_rss_mb", "{:.0f}"),
 ]
 HEADERS = {"fps_jax": "frames/s JAX", "fps_step": "step alone", "loop_ratio": "loop/step",
+           "loop_ratio_paired": "paired median",
            "fps_torch": "frames/s PyTorch",
            "ratio": "JAX/PyTorch", "compile_s": "compile s", "cores_jax": "cores JAX",
            "cores_torch": "cores PT", "pct_peak_jax": "%peak JAX",
@@ -1072,7 +1082,8 @@ def main(argv):
       for r in new:
         if "error" not in r:
           print(f"  loop {setting} B={b} T={t} {r['variant']}: {r['fps_jax']:.0f} fr/s, "
-                f"step alone {r['fps_step']:.0f} fr/s, loop/step {r['loop_ratio']:.2f}",
+                f"step alone {r['fps_step']:.0f} fr/s, loop/step {r['loop_ratio']:.2f} "
+                f"(paired median {r['loop_ratio_paired']:.2f})",
                 flush=True)
       save()
   for setting in _SETTINGS.value if not _ONLY_LOOP.value else ():
@@ -1116,7 +1127,9 @@ def main(argv):
              f"widths ({need:.0f} frames/s)" if need else ""))
   print("loop rows: frames/s of train._train_loop (data, step, logging; widths "
         f"{dims[0]}/{dims[1]}); step alone = the same step on a batch already on the "
-        "devices; loop/step = their ratio.  train/eval rows: widths 88/168.")
+        "devices; loop/step = the ratio of the best runs; paired median = the median over "
+        "rounds of each loop run / the mean of the step-alone runs just before and after it "
+        "(robust to load that comes and goes).  train/eval rows: widths 88/168.")
   print("ratio = JAX frames/s / PyTorch frames/s; %peak = matmul FLOP/s "
         f"(training = 3x forward) / measured {_PEAK_SIZE.value}^2 matmul peak "
         f"({peak:.0f} GFLOP/s); cores = CPU seconds / wall seconds; "

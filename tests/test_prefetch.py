@@ -170,3 +170,32 @@ def test_the_training_loop_steps_on_grains_batches_across_a_resume(
   n = jax.local_device_count()
   for step in range(total):
     assert_same(seen[step], parallel.shard_batch(ref[step], n))
+
+
+def test_window_batch_shards_are_aligned_blocks_placed_without_a_copy():
+  """WindowBatches.shards: the step's batch split into per-device blocks in
+  64-byte-aligned buffers; DevicePrefetch places them as they are (on the
+  CPU the device buffer is the host block itself) and equal to place()."""
+  batches = ip.WindowBatches(source(), 8, seed=1, num_epochs=3)
+  n = jax.local_device_count()
+  for step in (0, 3):
+    shards = batches.shards(step, n)
+    whole = batches[step]
+    assert len(shards) == n
+    for k, v in whole.items():
+      np.testing.assert_array_equal(np.concatenate([s[k] for s in shards]), v)
+      assert all(s[k].ctypes.data % ip.ALIGN_BYTES == 0 for s in shards)
+  feed = prefetch.DevicePrefetch(batches, 0, 1)
+  feed.close()
+  shards = batches.shards(2, n)
+  placed = feed.place_shards(shards)
+  assert_same(placed, feed.place(batches[2]))
+  for k, v in placed.items():
+    assert v.sharding.is_equivalent_to(feed._sharding, v.ndim)
+    for i, shard in enumerate(sorted(v.addressable_shards, key=lambda s: s.index[0].start)):
+      assert shard.device == jax.local_devices()[i]
+      assert shard.data.unsafe_buffer_pointer() == shards[i][k].ctypes.data, k
+  with pytest.raises(ValueError, match="not divisible into 3 shards"):
+    batches.shards(0, 3)
+  with pytest.raises(ValueError, match="3 shards for"):
+    feed.place_shards(batches.shards(0, 1) * 3)
