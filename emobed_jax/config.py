@@ -37,6 +37,8 @@ TASK_CHOICES = ("auto",) + TASKS
 CLASS_WEIGHTS = ("none", "inverse")
 #: Audio features of OMG-Emotion utterances (emobed_datasets.omg_emotion).
 OMG_AUDIO_FEATURES = ("egemaps_lld", "egemaps_functionals", "compare_lld")
+#: --input_feed (emobed_jax.device_windows): where training windows are cut.
+INPUT_FEEDS = ("auto", "host", "device")
 
 
 def option(default: Any, help: str, *, choices: tuple[str, ...] | None = None,
@@ -393,6 +395,13 @@ class RunConfig:
   skip_nonfinite: bool = option(False, "Skip (do not apply) a batch whose loss or gradient "
                                 "is NaN or inf, and count it in metrics.jsonl; without "
                                 "it such a batch stops the run.", identity=False)
+  input_feed: str = option(
+      "auto", "Where training windows are cut: host (a background thread cuts each batch "
+      "and copies it to the devices), device (the training split is copied to every "
+      "device once and each step's windows are cut there from their positions), auto = "
+      "device on a GPU/TPU, host on a CPU and for OMG utterances (device is refused "
+      "for them). The data order and values are the same either way.",
+      choices=INPUT_FEEDS, identity=False)
 
   def validate(self) -> "RunConfig":
     self.core.validate()
@@ -402,6 +411,10 @@ class RunConfig:
     _check(isinstance(self.epochs, int) and self.epochs > 0, "epochs", "a positive integer",
            self.epochs)
     _check(self.log_every > 0, "log_every", "a positive integer", self.log_every)
+    _check(self.input_feed in INPUT_FEEDS, "input_feed", f"one of {', '.join(INPUT_FEEDS)}",
+           self.input_feed)
+    _check(not (self.data.utterances and self.input_feed == "device"), "input_feed",
+           "host or auto for OMG-Emotion (utterances are padded on the host)", self.input_feed)
     _check(self.eval_every_epochs > 0, "eval_every_epochs", "a positive integer",
            self.eval_every_epochs)
     return self

@@ -38,7 +38,8 @@ import optax
 from flax import struct
 from flax.training import train_state
 
-from emobed_jax import checkpoint, evaluate, losses, parallel, prefetch, run_data, utterances
+from emobed_jax import (checkpoint, device_windows, evaluate, losses, parallel, prefetch,
+                        run_data, utterances)
 from emobed_jax import workdir as wd
 from emobed_jax.config import CoreConfig, OptimConfig, RunConfig
 from emobed_jax.input_pipeline import WindowBatches, WindowSource, eval_arrays, steps_per_epoch
@@ -391,6 +392,21 @@ class _Rate:
     return self.steps / max(time.perf_counter() - self.start, 1e-9)
 
 
+def input_feed(config: RunConfig, platform: str | None = None) -> str:
+  """``--input_feed`` resolved: ``"host"`` or ``"device"``
+  (:mod:`emobed_jax.device_windows`).  ``auto`` is ``device`` on a GPU or
+  TPU (``platform``, default ``jax.default_backend()``), where one host
+  thread cannot cut windows as fast as the step consumes them, and ``host``
+  on a CPU, where both do the same copy on the same cores.  Utterance
+  corpora (OMG-Emotion) use ``host`` (padded length buckets; ``device`` is
+  refused for them by :meth:`RunConfig.validate`)."""
+  if config.input_feed != "auto":
+    return config.input_feed
+  if config.data.utterances or (platform or jax.default_backend()) == "cpu":
+    return "host"
+  return "device"
+
+
 def _train_loop(st: TrainState, batches, rng, *, config: RunConfig,
                 p_step: Callable, validate: Callable[[Any, str], dict[str, float]],
                 ckpt: checkpoint.Checkpointer,
@@ -552,6 +568,7 @@ def train_and_evaluate(config: RunConfig, workdir: str | Path, report: Report | 
                     "unit": "utterances" if utt else "recordings", "corpus": data.corpus,
                     "windows": examples, "steps_per_epoch": spe,
                     "total_steps": total_steps, "devices": jax.device_count(),
+                    "input_feed": input_feed(config),
                     "seconds": data.seconds, "selection_split": data.selection_split})
     ckpt = checkpoint.Checkpointer(workdir / "checkpoints")
     meta = {"best_score": None, "best_step": None, "train_seconds": 0.0}
@@ -564,9 +581,10 @@ def train_and_evaluate(config: RunConfig, workdir: str | Path, report: Report | 
         report("warning", {"message": f"checkpoints of step(s) {', '.join(map(str, lost))} "
                            f"are damaged; resuming from step {int(state.step)} instead"})
       report("resume", {"step": int(state.step), "best_step": meta["best_step"]})
-    p_step = parallel.pmap_train_step(bound_train_step(
-        model, core, data.bin_edges, parallel.AXIS, class_weights=data.class_weights,
-        skip_nonfinite=config.skip_nonfinite))
+    step_fn = bound_train_step(model, core, data.bin_edges, parallel.AXIS,
+                               class_weights=data.class_weights,
+                               skip_nonfinite=config.skip_nonfinite)
+    p_step = parallel.pmap_train_step(step_fn)
     p_eval = parallel.pmap_eval_step(functools.partial(eval_step, model=model))
     n_local = jax.local_device_count()
 
@@ -589,8 +607,16 @@ def train_and_evaluate(config: RunConfig, workdir: str | Path, report: Report | 
       return v["metrics"] if utt else v["concatenated"]
 
     log = wd.MetricsLog(workdir, is_main, start_step=int(state.step))
-    feed = prefetch.DevicePrefetch(batches, int(state.step), total_steps,
-                                   check=functools.partial(check_batch, config=core))
+    closers: list[Callable[[], None]] = []
+    if input_feed(config) == "device":
+      check_batch(batches[int(state.step)], core)   # the host batch once, as the host feed does
+      p_step = device_windows.pmap_window_step(step_fn, batches.frames, config.data.window)
+      positions = device_windows.WindowIds(batches, int(state.step))
+      feed = prefetch.DevicePrefetch(positions, int(state.step), total_steps)
+      closers.append(positions.close)
+    else:
+      feed = prefetch.DevicePrefetch(batches, int(state.step), total_steps,
+                                     check=functools.partial(check_batch, config=core))
     try:
       _train_loop(parallel.replicate(state), feed, jax.random.key(config.seed + 1),
                   config=config, p_step=p_step, validate=validate, ckpt=ckpt, log=log,
@@ -619,6 +645,8 @@ def train_and_evaluate(config: RunConfig, workdir: str | Path, report: Report | 
         wd.write_results(workdir, results)
     finally:
       feed.close()
+      for close in closers:
+        close()
       log.close()
       ckpt.close()
   report("done", {"results": results, "already": False})

@@ -185,23 +185,39 @@ def pipeline_rows(batch: int = 32, window: int = 300, hop: int = 50,
   176 audio / 336 video, two labels) windowed by
   ``input_pipeline.WindowSource``; rows: grain's ``train_batches`` (the
   batches of the loop before issue 11) and ``WindowBatches`` (the same
-  batches, what ``train_and_evaluate`` reads now), each read by step and
-  split with ``shard_batch``; frames/s = B * T * steps / seconds.
+  batches), each read by step and split with ``shard_batch``;
+  ``WindowBatches.shards`` (what the host feed reads now: one block per
+  local device); the device feed's window positions as grain computes them
+  and from ``device_windows.WindowIds``'s table once filled; frames/s =
+  B * T * steps / seconds (for positions: the frames they stand for).
   """
-  from emobed_jax import input_pipeline, parallel
+  import jax
+  from emobed_jax import device_windows, input_pipeline, parallel
   source = input_pipeline.WindowSource(synthetic_recordings(dims, frames=frames), window, hop)
+  n_dev = jax.local_device_count()
+  fast = input_pipeline.WindowBatches(source, batch, 0, 10)
   rows = []
-  for name, ds in (
-      ("grain windows (train_batches)", input_pipeline.train_batches(source, batch, 0, 10)),
-      ("WindowBatches", input_pipeline.WindowBatches(source, batch, 0, 10))):
-    n = min(steps, len(ds))
-    ds[0]
+
+  def measure(name: str, n: int, read: Callable[[int], Any]) -> None:
+    read(0)
     start = time.perf_counter()
     for s in range(1, n):
-      parallel.shard_batch(ds[s], 1)
+      read(s)
     sec = time.perf_counter() - start
     rows.append(dict(name=name, B=batch, T=window, dims=list(dims),
                      frames_per_s=batch * window * (n - 1) / sec))
+
+  grain_ds = input_pipeline.train_batches(source, batch, 0, 10)
+  n = min(steps, len(fast))
+  measure("grain windows (train_batches)", n, lambda s: parallel.shard_batch(grain_ds[s], 1))
+  measure("WindowBatches", n, lambda s: parallel.shard_batch(fast[s], 1))
+  measure(f"WindowBatches.shards ({n_dev} devices; host feed)", n,
+          lambda s: fast.shards(s, n_dev))
+  measure("window positions from grain (device feed, filling)", n, fast.window_ids)
+  positions = device_windows.WindowIds(fast)
+  positions[n - 1]   # filled
+  measure("window positions, filled table (device feed)", n, positions.__getitem__)
+  positions.close()
   return rows
 
 
@@ -240,62 +256,6 @@ class _SerialFeed:
     pass
 
 
-class _WindowIds:
-  """``WindowBatches``'s windows of a step as ``start``/``length`` [b] int32
-  (the frames stay on the devices; see :func:`device_windows_step`)."""
-
-  def __init__(self, batches):
-    self.batches = batches
-
-  def __len__(self):
-    return len(self.batches)
-
-  def __getitem__(self, step):
-    ids = self.batches.window_ids(step)
-    return {"start": self.batches.start[ids].astype(np.int32),
-            "length": self.batches.length[ids].astype(np.int32)}
-
-
-def pad_frames(frames, window: int):
-  """``WindowBatches.frames`` plus ``window`` zero rows, so that no window's
-  ``dynamic_slice`` is clamped at the end (:func:`cut_windows`)."""
-  return {k: np.concatenate([v, np.zeros((window,) + v.shape[1:], v.dtype)])
-          for k, v in frames.items()}
-
-
-def cut_windows(frames, start, length, window: int):
-  """In JAX: the batch of windows ``[start, start + length)`` of
-  :func:`pad_frames`'s arrays, zero past ``length``, with its ``mask``:
-  the values of ``WindowBatches[step]`` for ``start``/``length`` of its
-  ``window_ids(step)`` (``start``, ``length``: ``[b]`` int32)."""
-  import jax
-  import jax.numpy as jnp
-  valid = jnp.arange(window)[None, :] < length[:, None]
-
-  def one(x, s):
-    return jax.lax.dynamic_slice(x, (s,) + (0,) * (x.ndim - 1), (window,) + x.shape[1:])
-  out = {k: jnp.where(valid[..., None], jax.vmap(one, (None, 0))(x, start), 0.0)
-         for k, x in frames.items()}
-  out["mask"] = valid.astype(jnp.float32)
-  return out
-
-
-def device_windows_step(step_fn, frames, window: int, devices):
-  """Option (a) of issue 11, for measurement: the training split's frames
-  (``WindowBatches.frames``) replicated on the devices once, each step's
-  windows cut inside the pmapped step (:func:`cut_windows`).  Returns
-  ``p_step(state, {"start", "length"} [n, b], rng)``."""
-  import jax
-  from emobed_jax import parallel
-  on_dev = parallel.replicate(pad_frames(frames, window), devices)
-
-  def fn(state, fr, ids, rng):
-    return step_fn(state, cut_windows(fr, ids["start"], ids["length"], window), rng)
-  p = jax.pmap(fn, axis_name=parallel.AXIS, in_axes=(None, None, 0, None),
-               out_axes=(None, None), donate_argnums=(0,), devices=devices)
-  return lambda state, ids, rng: p(state, on_dev, ids, rng)
-
-
 def loop_rows(setting: str, b: int, t: int, args, dims=REAL_DIMS,
               feeds=LOOP_FEEDS, steps: int = 30, rounds: int = 2, warm: int = 10,
               frames: int = 7501, variant: str = "pmap:scan") -> list[dict[str, Any]]:
@@ -311,7 +271,8 @@ def loop_rows(setting: str, b: int, t: int, args, dims=REAL_DIMS,
   ``serial`` (grain's host batch read and copied in the loop: before issue
   11), ``prefetch`` (what ``train_and_evaluate`` does now:
   ``WindowBatches`` through ``prefetch.DevicePrefetch``) and
-  ``device_windows`` (:func:`device_windows_step`).  The step alone: the
+  ``device_windows`` (``--input_feed=device``:
+  :func:`emobed_jax.device_windows.pmap_window_step`).  The step alone: the
   same pmapped step on one batch already on the devices, ``steps`` calls,
   blocked at the end.  ``rounds`` rounds (step, feeds, feeds reversed on
   odd rounds, step once more at the end); each row keeps the best of its
@@ -326,7 +287,7 @@ def loop_rows(setting: str, b: int, t: int, args, dims=REAL_DIMS,
   import tempfile
 
   import jax
-  from emobed_jax import input_pipeline, losses, parallel, prefetch, train
+  from emobed_jax import device_windows, input_pipeline, losses, parallel, prefetch, train
   from emobed_jax import workdir as wd
   from emobed_jax.config import DataConfig, RunConfig
   recs = synthetic_recordings(dims, frames=frames, seed=args["seed"])
@@ -362,16 +323,18 @@ def loop_rows(setting: str, b: int, t: int, args, dims=REAL_DIMS,
   compiled = {}
 
   def run_loop(feed_name: str) -> tuple[float, float]:
-    step = p_step
+    step, positions = p_step, None
     if feed_name == "serial":
       feed = _SerialFeed(grain_batches, n)
     elif feed_name == "prefetch":
       feed = prefetch.DevicePrefetch(fast, 0, stop)
     else:
       if "device_windows" not in compiled:   # one pmap (and one copy of the frames)
-        compiled["device_windows"] = device_windows_step(step_fn, fast.frames, t, devices)
+        compiled["device_windows"] = device_windows.pmap_window_step(
+            step_fn, fast.frames, t, devices)
       step = compiled["device_windows"]
-      feed = prefetch.DevicePrefetch(_WindowIds(fast), 0, stop)
+      positions = device_windows.WindowIds(fast)
+      feed = prefetch.DevicePrefetch(positions, 0, stop)
     marks = []   # (wall, CPU seconds) at each log line
 
     def report(kind, info):
@@ -390,6 +353,8 @@ def loop_rows(setting: str, b: int, t: int, args, dims=REAL_DIMS,
         pass
       finally:
         feed.close()
+        if positions is not None:
+          positions.close()
         log.close()
     sec = time.perf_counter() - marks[0][0]   # the stop waited for the last step
     return b * t * (stop - warm) / sec, (_cpu_seconds() - marks[0][1]) / max(sec, 1e-9)

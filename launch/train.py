@@ -73,7 +73,8 @@ def _reporter(terms: tuple[str, ...], prefix: str = ""):
           f"{'' if unit == 'utterances' else ', ' + str(info['windows']) + ' windows'}, "
           f"{info['steps_per_epoch']} steps/epoch, {info['total_steps']} steps on "
           f"{info['devices']} devices (ready in {info['seconds']:.1f} s); model "
-          f"selection on {info['selection_split']}")
+          f"selection on {info['selection_split']}"
+          f"{'' if unit == 'utterances' else '; windows cut on the ' + info['input_feed']}")
       for split, n in (info.get("corpus") or {}).items():  # OMG: the subset measured
         why = ", ".join(f"{k} {v}" for k, v in n["skipped"].items()) or "none"
         say(f"corpus {split}: {n['kept']} utterances of {n['rows']} CSV rows "

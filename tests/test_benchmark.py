@@ -34,7 +34,11 @@ def scan_steps():
 
 def test_pipeline_rows_time_grain_and_window_batches_at_the_real_widths():
   rows = benchmark.pipeline_rows(batch=8, window=50, steps=4, frames=400)
-  assert [r["name"] for r in rows] == ["grain windows (train_batches)", "WindowBatches"]
+  assert [r["name"] for r in rows] == [
+      "grain windows (train_batches)", "WindowBatches",
+      f"WindowBatches.shards ({jax.local_device_count()} devices; host feed)",
+      "window positions from grain (device feed, filling)",
+      "window positions, filled table (device feed)"]
   for row in rows:
     assert row["B"] == 8 and row["T"] == 50 and row["dims"] == [176, 336]
     assert row["frames_per_s"] > 0
@@ -58,15 +62,16 @@ def test_loop_rows_run_the_training_loop_with_every_feed():
 def test_device_windows_cut_the_host_batches_bit_for_bit():
   """Option (a): the windows cut on the device are WindowBatches' (and so
   grain's) batches, padding of a short recording included."""
+  from emobed_jax import device_windows as dw
   from emobed_jax import input_pipeline as ip
   recs = benchmark.synthetic_recordings((5, 3), num=3, frames=40)
   recs.append(benchmark.synthetic_recordings((5, 3), num=1, frames=9, seed=1)[0])
   wb = ip.WindowBatches(ip.WindowSource(recs, 16, 7), 4, seed=2, num_epochs=2)
-  frames = benchmark.pad_frames(wb.frames, 16)
-  cut = jax.jit(lambda f, s, n: benchmark.cut_windows(f, s, n, 16))
+  frames = dw.pad_frames(wb.frames, 16)
+  cut = jax.jit(lambda f, s, n: dw.cut_windows(f, s, n, 16))
   for step in range(len(wb)):
-    ids = wb.window_ids(step)
-    got = cut(frames, wb.start[ids].astype(np.int32), wb.length[ids].astype(np.int32))
+    pos = dw.WindowIds(wb)[step]
+    got = cut(frames, pos["start"], pos["length"])
     want = wb[step]
     assert sorted(got) == sorted(want)
     for k in want:

@@ -199,3 +199,70 @@ def test_window_batch_shards_are_aligned_blocks_placed_without_a_copy():
     batches.shards(0, 3)
   with pytest.raises(ValueError, match="3 shards for"):
     feed.place_shards(batches.shards(0, 1) * 3)
+
+
+def test_windows_cut_on_the_devices_train_the_same_run(demo_dir, tmp_path):
+  """--input_feed=device (the training split on the devices, windows cut in
+  the step) trains the run --input_feed=host trains: same train losses and
+  results to float32 rounding; auto picks device on a GPU/TPU only."""
+  import json
+
+  from emobed_jax.config import ConfigError
+  runs = {}
+  for feed in ("host", "device"):
+    cfg = parsed_config("--flagfile=demo.flags", f"--data_dir={demo_dir}", *FAST,
+                        "--epochs=2", "--log_every=1", "--setting=emobed",
+                        f"--input_feed={feed}")
+    runs[feed] = train.train_and_evaluate(cfg, tmp_path / feed)
+    assert train.input_feed(cfg) == feed
+  losses = {f: [json.loads(line)["loss"] for line in open(tmp_path / f / "metrics.jsonl")
+                if json.loads(line)["split"] == "train"] for f in runs}
+  assert len(losses["host"]) >= 2
+  np.testing.assert_allclose(losses["device"], losses["host"], rtol=1e-5)
+  host, dev = runs["host"]["metrics"], runs["device"]["metrics"]
+  assert host.keys() == dev.keys()
+  for k in host:
+    np.testing.assert_allclose(dev[k], host[k], rtol=1e-4, atol=1e-6, err_msg=k)
+  auto = parsed_config("--flagfile=demo.flags", f"--data_dir={demo_dir}")
+  assert [train.input_feed(auto, p) for p in ("cpu", "gpu", "tpu")] == ["host", "device",
+                                                                       "device"]
+  omg = parsed_config("--flagfile=demo_omg.flags")
+  assert train.input_feed(omg, "gpu") == "host"
+  with pytest.raises(ConfigError, match="--input_feed: expected host or auto for OMG"):
+    parsed_config("--flagfile=demo_omg.flags", "--input_feed=device").validate()
+
+
+def test_window_positions_are_filled_ahead_and_fail_at_their_step():
+  """device_windows.WindowIds: each step's window positions are
+  WindowBatches.window_ids' (from a resumed step too); an error while
+  filling comes out at its step; close() stops the filling thread."""
+  from emobed_jax import device_windows as dw
+  batches = ip.WindowBatches(source(), 8, seed=4, num_epochs=3)
+  for start in (0, 2):
+    ids = dw.WindowIds(batches, start)
+    for step in range(start, len(batches)):
+      got, rows = ids[step], batches.window_ids(step)
+      np.testing.assert_array_equal(got["start"], batches.start[rows])
+      np.testing.assert_array_equal(got["length"], batches.length[rows])
+      assert got["start"].dtype == np.int32
+    with pytest.raises(IndexError, match="steps 2 to"):
+      dw.WindowIds(batches, 2)[1]
+    ids.close()
+
+  class Failing:
+    def __init__(self, inner):
+      self.inner, self.start, self.length = inner, inner.start, inner.length
+
+    def __len__(self):
+      return len(self.inner)
+
+    def window_ids(self, step):
+      if step == 3:
+        raise Boom("ids 3")
+      return self.inner.window_ids(step)
+  ids = dw.WindowIds(Failing(batches))
+  ids[2]
+  with pytest.raises(Boom, match="ids 3"):
+    ids[3]
+  ids.close()
+  assert not any(t.name == "WindowIds" and t.is_alive() for t in threading.enumerate())
