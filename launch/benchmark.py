@@ -186,13 +186,14 @@ def pipeline_rows(batch: int = 32, window: int = 300, hop: int = 50,
   ``input_pipeline.WindowSource``; rows: grain's ``train_batches`` (the
   batches of the loop before issue 11) and ``WindowBatches`` (the same
   batches), each read by step and split with ``shard_batch``;
-  ``WindowBatches.shards`` (what the host feed reads now: one block per
-  local device); the device feed's window positions as grain computes them
+  both put on the local devices as the host feed's thread did before
+  (``place``) and does now (``WindowBatches.shards``, one aligned block per
+  device, ``place_shards``); the device feed's window positions as grain computes them
   and from ``device_windows.WindowIds``'s table once filled; frames/s =
   B * T * steps / seconds (for positions: the frames they stand for).
   """
   import jax
-  from emobed_jax import device_windows, input_pipeline, parallel
+  from emobed_jax import device_windows, input_pipeline, parallel, prefetch
   source = input_pipeline.WindowSource(synthetic_recordings(dims, frames=frames), window, hop)
   n_dev = jax.local_device_count()
   fast = input_pipeline.WindowBatches(source, batch, 0, 10)
@@ -211,8 +212,12 @@ def pipeline_rows(batch: int = 32, window: int = 300, hop: int = 50,
   n = min(steps, len(fast))
   measure("grain windows (train_batches)", n, lambda s: parallel.shard_batch(grain_ds[s], 1))
   measure("WindowBatches", n, lambda s: parallel.shard_batch(fast[s], 1))
-  measure(f"WindowBatches.shards ({n_dev} devices; host feed)", n,
-          lambda s: fast.shards(s, n_dev))
+  placer = prefetch.DevicePrefetch(fast, 0, 0)   # its place / place_shards only
+  placer.close()
+  measure(f"WindowBatches + device_put ({n_dev} devices; host feed before)", n,
+          lambda s: jax.block_until_ready(placer.place(fast[s])))
+  measure(f"WindowBatches.shards + device_put ({n_dev} devices; host feed)", n,
+          lambda s: jax.block_until_ready(placer.place_shards(fast.shards(s, n_dev))))
   measure("window positions from grain (device feed, filling)", n, fast.window_ids)
   positions = device_windows.WindowIds(fast)
   positions[n - 1]   # filled

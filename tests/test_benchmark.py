@@ -36,7 +36,8 @@ def test_pipeline_rows_time_grain_and_window_batches_at_the_real_widths():
   rows = benchmark.pipeline_rows(batch=8, window=50, steps=4, frames=400)
   assert [r["name"] for r in rows] == [
       "grain windows (train_batches)", "WindowBatches",
-      f"WindowBatches.shards ({jax.local_device_count()} devices; host feed)",
+      f"WindowBatches + device_put ({jax.local_device_count()} devices; host feed before)",
+      f"WindowBatches.shards + device_put ({jax.local_device_count()} devices; host feed)",
       "window positions from grain (device feed, filling)",
       "window positions, filled table (device feed)"]
   for row in rows:
