@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import re
 import tempfile
 import threading
 from pathlib import Path
@@ -105,17 +106,27 @@ _LOG_FLOOR = np.float32(1e-12)  # cVectorOperation logfloor (dBp)
 # the LLD pass
 # ---------------------------------------------------------------------------
 
-# The F0 and loudness smoothers sit in the functionals include of GeMAPSv01b
-# (GeMAPSv01b_core.func.conf.inc); the same two sections, so the LLD levels
-# are those the functionals read.
+# The LLD part of eGeMAPSv02.conf: its two LLD include files, less the
+# components whose output neither the eGeMAPSv02 functionals nor its LLD
+# output read (GeMAPSv01b's selections and smoothers, eGeMAPSv02's LLD-output
+# sets; about 9 % of the pass), and the F0 and loudness smoothers, which sit
+# in GeMAPSv01b's functionals include (the same two sections).
+_LLD_INCLUDES = ("gemaps/v01b/GeMAPSv01b_core.lld.conf.inc", "egemaps/v02/eGeMAPSv02_core.lld.conf.inc")
+_UNUSED = ("gemapsv01b_lldSetSelectorE", "gemapsv01b_lldSetSelectorF",
+           "gemapsv01b_lldSetSelectorNoF0LoudnNz", "gemapsv01b_logSpectralVoiced",
+           "gemapsv01b_logSpectralUnvoiced", "gemapsv01b_lldSetSelectorSpectralNz",
+           "gemapsv01b_lldSetSelectorSpectralZ", "gemapsv01b_smoFnz", "gemapsv01b_smoE",
+           "gemapsv01b_smoNoF0andLoudnNz", "gemapsv01b_smoSpectralZ", "gemapsv01b_smoSpectralNz",
+           "egemapsv02_lldSetSelectorE", "egemapsv02_lldSetSelectorF", "egemapsv02_smoFnz",
+           "egemapsv02_smoE")
 _CONFIG = """\
 [componentInstances:cComponentManager]
 instance[dataMemory].type=cDataMemory
 printLevelStats=0
 
 \\{{\\cm[source{{?}}:include external source]}}
-\\{{{root}/gemaps/v01b/GeMAPSv01b_core.lld.conf.inc}}
-\\{{{root}/egemaps/v02/eGeMAPSv02_core.lld.conf.inc}}
+\\{{{include0}}}
+\\{{{include1}}}
 
 [componentInstances:cComponentManager]
 instance[gemapsv01b_smoF0].type=cContourSmoother
@@ -142,6 +153,37 @@ noZeroSma = 0
 \\{{\\cm[sink{{?}}:include external sink]}}
 """
 
+
+def _write_if_changed(path: Path, text: str) -> None:
+  if not path.is_file() or path.read_text() != text:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _lld_config(root: Path) -> Path:
+  """The LLD configuration, written to the temp folder: the trimmed copies of
+  the two include files (their relative includes made absolute) and the
+  main file."""
+  folder = Path(tempfile.gettempdir())
+  includes, removed = [], dict.fromkeys(_UNUSED, 0)
+  for name in _LLD_INCLUDES:
+    text = (root / name).read_text().replace("../../shared/", f"{root}/shared/")
+    for component in _UNUSED:
+      text, n = re.subn(rf"^instance\[{component}\]\.type\s*=.*$", "", text,
+                        flags=re.MULTILINE)
+      removed[component] += n
+    path = folder / f"emobed_{Path(name).name}.{os.getuid()}"
+    _write_if_changed(path, text)
+    includes.append(path)
+  if set(removed.values()) != {1}:
+    raise RuntimeError(f"openSMILE's eGeMAPSv02 LLD includes in {root}: expected each of "
+                       f"these components once: {removed}")
+  conf = folder / f"emobed_egemaps_lld_{os.getuid()}.conf"
+  _write_if_changed(conf, _CONFIG.format(include0=includes[0], include1=includes[1]))
+  return conf
+
+
 _LLD_SMILE = None
 _LOCK = threading.Lock()
 
@@ -153,13 +195,7 @@ def _lld_smile():
   with _LOCK:
     if _LLD_SMILE is None:
       import opensmile  # optional: the audio extra
-      root = Path(opensmile.__file__).parent / "core/config"
-      text = _CONFIG.format(root=root)
-      conf = Path(tempfile.gettempdir()) / f"emobed_egemaps_lld_{os.getuid()}.conf"
-      if not conf.is_file() or conf.read_text() != text:
-        tmp = conf.with_name(f"{conf.name}.{os.getpid()}")
-        tmp.write_text(text)
-        os.replace(tmp, conf)
+      conf = _lld_config(Path(opensmile.__file__).parent / "core/config")
       smile = opensmile.Smile(feature_set=str(conf), feature_level=";".join(LLD_LEVELS))
       if tuple(smile.feature_names) != LLD_NAMES:
         raise RuntimeError(f"openSMILE LLD streams {smile.feature_names}: expected {LLD_NAMES}")
