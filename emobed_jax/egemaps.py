@@ -392,6 +392,13 @@ def _take_prev(values: np.ndarray, prev: np.ndarray, first: np.ndarray) -> np.nd
   return np.where(prev >= 0, got, first[:, None])
 
 
+def _scatter(shape, rows, cols, values, fill):
+  """An array of ``shape`` filled with ``fill``, ``values`` at ``(rows, cols)``."""
+  out = np.full(shape, fill, dtype=np.asarray(values).dtype)
+  out[rows, cols] = values
+  return out
+
+
 def _peaks2(x: np.ndarray, starts: np.ndarray, counts: np.ndarray, lo: np.ndarray,
             hi: np.ndarray):
   """openSMILE's Peaks2 over ``x[s : s + n]`` for each window ``(s, n)``.
@@ -437,22 +444,43 @@ def _peaks2(x: np.ndarray, starts: np.ndarray, counts: np.ndarray, lo: np.ndarra
   cand = mx & small & ~drop1
   min_flag = _ffill_prev(sig_min) > _ffill_prev(big_max | cand)
   removed = drop1.copy()
-  y64 = y.astype(np.float64)
-  last_max = first.astype(np.float64)
+  # The rest of step 2a is sequential through each window's maxima that set or
+  # test the running maximum (big_max, cand): run it over the k-th such event
+  # of every window at once, windows ordered by their event count so that
+  # those with a k-th event are a prefix.
+  event = big_max | cand
+  n_ev = event.sum(axis=1)
+  order = np.argsort(-n_ev, kind="stable")
+  ev_row, ev_col = np.nonzero(event[order])  # rows in `order` positions, columns ascending
+  ev_k = np.arange(ev_row.size) - np.repeat(np.cumsum(n_ev[order]) - n_ev[order], n_ev[order])
+  kmax_ev = int(n_ev.max()) if nw else 0
+  win, shape = order[ev_row], (nw, kmax_ev)
+  e_y = _scatter(shape, ev_row, ev_k, y[win, ev_col].astype(np.float64), 0.0)
+  e_cand = _scatter(shape, ev_row, ev_k, cand[win, ev_col], False)
+  e_flag = _scatter(shape, ev_row, ev_k, min_flag[win, ev_col], False)
+  e_col = _scatter(shape, ev_row, ev_k, ev_col, -1)
+  sorted_neg = -n_ev[order]  # ascending
+  e_drop = np.zeros((nw, kmax_ev), bool)
+  last_max = first[order].astype(np.float64)
   ptr = np.full(nw, -1)
-  active = np.flatnonzero((big_max | cand).any(axis=0))
-  for j in active:
-    c = cand[:, j]
-    yj = y64[:, j]
-    rec = c & (yj > last_max * 1.05)  # float * 1.05 is a double product in C
-    r = np.flatnonzero(rec & (ptr >= 0))
-    removed[r, ptr[r]] = True
-    keep = c & ~rec
-    drop2 = keep & ~min_flag[:, j]
-    removed[:, j] |= drop2
-    now = big_max[:, j] | rec | (keep & min_flag[:, j])
-    last_max = np.where(now, yj, last_max)
-    ptr = np.where(now, j, ptr)
+  undo_row, undo_col = [], []  # maxima replaced by a higher one later
+  for k in range(kmax_ev):
+    n = int(np.searchsorted(sorted_neg, -k))  # the windows with more than k events
+    yk, ck, fk, jk = e_y[:n, k], e_cand[:n, k], e_flag[:n, k], e_col[:n, k]
+    lm, pk = last_max[:n], ptr[:n]
+    rec = ck & (yk > lm * 1.05)  # float * 1.05 is a double product in C
+    r = np.flatnonzero(rec & (pk >= 0))
+    undo_row.append(r)
+    undo_col.append(pk[r])
+    keep = ck & ~rec
+    e_drop[:n, k] = keep & ~fk
+    now = ~ck | rec | (keep & fk)
+    last_max[:n] = np.where(now, yk, lm)
+    ptr[:n] = np.where(now, jk, pk)
+  if kmax_ev:
+    removed[order[np.concatenate(undo_row)], np.concatenate(undo_col)] = True
+    dr, dk = np.nonzero(e_drop)
+    removed[order[dr], e_col[dr, dk]] = True
   kept = valid & ~removed
   # step 2b: drop minima less than thr below the preceding kept maximum
   prev_max = _take_prev(y, _ffill_prev(kept & mx), first)
