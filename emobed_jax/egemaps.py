@@ -427,8 +427,7 @@ def _peaks2(x: np.ndarray, starts: np.ndarray, counts: np.ndarray, lo: np.ndarra
   kmax = int(k.max()) if nw else 0
   valid = np.arange(kmax) < k[:, None]
   cell = np.minimum(a[:, None] + np.arange(kmax), max(ext.size - 1, 0))
-  y = x[ext[cell]] if ext.size else np.zeros((nw, kmax), np.float32)
-  pos = (ext[cell] - starts[:, None]) if ext.size else np.zeros((nw, kmax), np.int64)
+  y = x[ext][cell] if ext.size else np.zeros((nw, kmax), np.float32)
   mx = (ext_max[cell] if ext.size else np.zeros((nw, kmax), bool)) & valid
   mn = ~mx & valid
   first = x[np.minimum(starts, x.size - 1)] if x.size else np.zeros(nw, np.float32)
@@ -500,7 +499,8 @@ def _peaks2(x: np.ndarray, starts: np.ndarray, counts: np.ndarray, lo: np.ndarra
   before = np.concatenate([[0], ceq])[run_starts][run]
   win = eq & (ceq - before == 1)
   flat, row, t = flat[win], row[win], t[win]
-  yv, xv = y.reshape(-1)[flat], pos.reshape(-1)[flat]
+  yv = y.reshape(-1)[flat]
+  xv = ext[a[row] + flat % max(kmax, 1)] - starts[row]  # positions within the window
   # slopes between consecutive extrema, from (0, first value) to (n - 1, last value)
   same = np.zeros(flat.size, bool)
   same[1:] = row[1:] == row[:-1]
