@@ -10,26 +10,46 @@ first and last vectors repeated where the window would leave the recording;
 a recording of ``d`` seconds has ``round(d / 0.04) + 1`` frames (7501 for
 5 minutes).  This module computes the same stream.
 
-How: openSMILE (the ``opensmile`` Python package, 2.6.0) runs its own
-``eGeMAPSv02.conf`` once over the whole signal, with the functionals switched
-from one vector per file (``frameMode = full``) to openSMILE's sliding-window
-mode (``frameMode = fixed``, ``frameSize = W``, ``frameStep = 0.04``):
-the low-level descriptors (LLDs, 10 ms frames) are computed once and each
-window's functionals are formed from the LLD frames inside it.  Window ``k``
-covers ``[0.04 k, 0.04 k + W]`` s, so it is centred on frame
-``t = k + W / 0.08``; frames before the first centre and after the last take
-the first and last vectors.  The two variants are two such passes.
+How (``method="numpy"``, the default): openSMILE (the ``opensmile`` Python
+package, 2.6.0) runs the low-level-descriptor (LLD) part of its own
+``eGeMAPSv02.conf`` once over the whole signal, returning per 10 ms frame the
+36 LLD streams that configuration's functionals read; :mod:`emobed_jax.egemaps`
+then forms each window's 88 functionals in vectorised NumPy, both variants
+from the same LLDs, with openSMILE's algorithms (moments, percentiles,
+Peaks2 slopes, segments, equivalent sound level).  Long signals (30 s and
+more) are cut in two for the LLD pass, which runs in two threads; each seam is
+placed so that the result equals one pass exactly and is checked
+(``egemaps.lld_frames``).  ``method="opensmile"`` keeps the earlier way, the
+reference: openSMILE's own functionals switched from one vector per file
+(``frameMode = full``) to its sliding-window mode (``frameMode = fixed``,
+``frameSize = W``, ``frameStep = 0.04``), one full openSMILE pass per
+variant.  Window ``k`` covers LLD frames ``[4 k, 4 k + 100 W)``, i.e.
+``[0.04 k, 0.04 k + W]`` s, so it is centred on frame ``t = k + W / 0.08``;
+frames before the first centre and after the last take the first and last
+vectors.
 
-Windowing is exact: a window's ``*_amean`` functional equals the mean of
-the whole signal's LLDs (``FeatureLevel.LowLevelDescriptors``) over the 400
-(4 s) or 600 (6 s) LLD frames from ``0.04 k`` s on, to float32 rounding
-(``tests/test_predict_cli.py``).  Speed, measured on a 5-minute 16 kHz WAV
-on a shared 2-core machine: 11.1 s (arousal), 11.9 s (valence), 24.4 s
-(both): about 2.3 s per minute of audio and variant, 12x real time for
-both.  Nearly all of it is openSMILE's C code forming each window's
-functionals from its 400/600 LLD frames; forming them incrementally in
-NumPy would be faster but would have to be checked functional by functional
-against openSMILE, which is not done.
+The two methods agree to float32 rounding, all 88 columns
+(``tests/test_egemaps_windows.py``, against openSMILE's fixed-mode output
+for 4 s, 6 s and the OMG 1 s windows, on speech-like signals with pauses,
+digital silence, noise, a steady tone and clipping): the largest relative
+difference seen is about 3e-6 (Peaks2 slope means, which openSMILE sums in
+float32 and this code in float64), 1e-7 to 5e-7 for means, standard
+deviations, segment statistics and the sound level, and 0 for percentiles
+and peak counts; every discrete decision (which extrema and segments count)
+is openSMILE's.  Windowing itself is openSMILE's: a window's ``*_amean``
+equals the mean of the whole signal's LLDs
+(``FeatureLevel.LowLevelDescriptors``) over its 400 (4 s) or 600 (6 s) LLD
+frames (``tests/test_predict_cli.py``).
+
+Speed (``python launch/feature_speed.py --minutes=5``, a 5-minute 16 kHz
+WAV, the 2-core development machine at load average 0.8): both variants in
+3.2 s (94x real time; 5.7 CPU s in all, of which the NumPy functionals
+about 0.5 s and the rest the LLD pass in two threads), one variant 3.0-3.1 s; the
+``opensmile`` method took 9.0-9.4 s per variant and 16.9 s for both (18x)
+in the same run.  With the second core busy the split pass cannot overlap:
+5.6 s for both (54x) at load average 2.3.  The OMG ``egemaps_functionals``
+(1 s windows) use the same code; there openSMILE's own functionals were
+already cheap, and the time per utterance is unchanged (about 50 ms for 2 s).
 
 What matches the corpus exactly: the feature names and their order (those of
 ``opensmile.FeatureSet.eGeMAPSv02`` functionals, which is the order of the
