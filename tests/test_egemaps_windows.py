@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from emobed_datasets import demo_omg
+from scipy.signal import resample_poly
 
 from emobed_jax import egemaps, features
 
@@ -97,6 +98,15 @@ def test_all_88_equal_opensmile_fixed_mode(signal_and_lld, window_s):
     if window_s == 4.0:  # a window inside the silence: constant loudness
       assert np.any(want[:, col["loudness_sma3_stddevNorm"]] == 0)
     assert np.any(want[:, col["StddevVoicedSegmentLengthSec"]] > 0)
+
+
+@pytest.mark.parametrize("rate, up, down", [(8000, 1, 2), (22050, 441, 320), (44100, 441, 160)])
+def test_other_sample_rates_equal_opensmile(rate, up, down):
+  """openSMILE works at the signal's own rate; the LLD frames stay 10 ms."""
+  x = resample_poly(_demo_voices()[: 7 * RATE], up, down).astype(np.float32)
+  want = features._smile(4.0).process_signal(x, rate).to_numpy(np.float32)
+  got = egemaps.sliding_functionals(egemaps.lld_frames(x, rate), 400, 4)
+  _assert_matches(got, want, f"{rate} Hz")
 
 
 def test_omg_one_second_windows_equal_opensmile():
