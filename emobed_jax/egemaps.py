@@ -381,9 +381,11 @@ def _percentiles(sorted_: np.ndarray, count: np.ndarray) -> np.ndarray:
 def _ffill_prev(mask: np.ndarray) -> np.ndarray:
   """For each grid cell, the column index of the last ``mask`` cell strictly
   before it in its row, or -1."""
-  idx = np.where(mask, np.arange(mask.shape[1]), -1)
-  idx = np.maximum.accumulate(idx, axis=1)
-  return np.concatenate([np.full((mask.shape[0], 1), -1), idx[:, :-1]], axis=1)
+  out = np.full(mask.shape, -1)
+  if mask.shape[1] > 1:
+    idx = np.where(mask[:, :-1], np.arange(mask.shape[1] - 1), -1)
+    out[:, 1:] = np.maximum.accumulate(idx, axis=1)
+  return out
 
 
 def _take_prev(values: np.ndarray, prev: np.ndarray, first: np.ndarray) -> np.ndarray:
@@ -515,7 +517,9 @@ def _peaks2(x: np.ndarray, starts: np.ndarray, counts: np.ndarray, lo: np.ndarra
   s_fall = np.bincount(row[~t], slope[~t].astype(np.float64), minlength=nw)
   has = np.zeros(nw, bool)
   has[row] = True
-  end_idx = np.flatnonzero(~np.concatenate([same[1:], [False]]))  # last extremum per row
+  row_last = np.ones(flat.size, bool)
+  row_last[:-1] = ~same[1:]
+  end_idx = np.flatnonzero(row_last)  # the last extremum of each window
   er, et = row[end_idx], t[end_idx]
   end_slope = ((last[er] - yv[end_idx])
                / ((counts[er] - 1 - xv[end_idx]).astype(np.float32) * _T)).astype(np.float64)

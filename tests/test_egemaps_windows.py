@@ -100,6 +100,18 @@ def test_all_88_equal_opensmile_fixed_mode(signal_and_lld, window_s):
     assert np.any(want[:, col["StddevVoicedSegmentLengthSec"]] > 0)
 
 
+@pytest.mark.parametrize("kind", ["noise", "zeros", "dc", "tone"])
+def test_degenerate_signals_equal_opensmile(kind):
+  """No voiced frame at all (noise), constant LLDs (digital silence, DC), no
+  unvoiced frame (a steady tone): 7 s, 4 s windows."""
+  n = 7 * RATE
+  x = {"noise": lambda: 0.05 * np.random.default_rng(0).standard_normal(n),
+       "zeros": lambda: np.zeros(n), "dc": lambda: np.full(n, 0.1),
+       "tone": lambda: _tone(7.0)}[kind]().astype(np.float32)
+  want = features._smile(4.0).process_signal(x, RATE).to_numpy(np.float32)
+  _assert_matches(egemaps.sliding_functionals(egemaps.lld_frames(x, RATE), 400, 4), want, kind)
+
+
 @pytest.mark.parametrize("rate, up, down", [(8000, 1, 2), (22050, 441, 320), (44100, 441, 160)])
 def test_other_sample_rates_equal_opensmile(rate, up, down):
   """openSMILE works at the signal's own rate; the LLD frames stay 10 ms."""
