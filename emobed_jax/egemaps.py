@@ -329,9 +329,9 @@ def _moments(x: np.ndarray, starts: np.ndarray, length: int, nonzero: bool):
   # rounding of the cumulative sums: about 1e-16 of their size at the window
   scale = (c2[starts + length] + 2.0 * np.abs(dm) * np.abs(c1).max(0)) / n
   redo = np.argwhere((m2 < 1e-10 * scale) & (count > 1))
-  if redo.size:
-    w, k = redo[:, 0], redo[:, 1]
-    vals = x64[starts[w, None] + np.arange(length), k[:, None]]  # [pairs, length]
+  for i in range(0, redo.shape[0], 2048):  # [pairs, length] at a time
+    w, k = redo[i:i + 2048, 0], redo[i:i + 2048, 1]
+    vals = x64[starts[w, None] + np.arange(length), k[:, None]]
     use = vals != 0 if nonzero else np.ones(vals.shape, bool)
     mean32[w, k] = (vals.sum(1, where=use) / count[w, k]).astype(np.float32)
     dev = vals - mean32[w, k].astype(np.float64)[:, None]
@@ -513,8 +513,9 @@ def _peaks2(x: np.ndarray, starts: np.ndarray, counts: np.ndarray, lo: np.ndarra
   peaks = np.bincount(row[t], minlength=nw)
   n_rise = np.bincount(row[t], minlength=nw)
   n_fall = np.bincount(row[~t], minlength=nw)
-  s_rise = np.bincount(row[t], slope[t].astype(np.float64), minlength=nw)
-  s_fall = np.bincount(row[~t], slope[~t].astype(np.float64), minlength=nw)
+  # (np.bincount of no values is an int array even with weights: make it float)
+  s_rise = np.bincount(row[t], slope[t], minlength=nw).astype(np.float64)
+  s_fall = np.bincount(row[~t], slope[~t], minlength=nw).astype(np.float64)
   has = np.zeros(nw, bool)
   has[row] = True
   row_last = np.ones(flat.size, bool)
@@ -536,8 +537,8 @@ def _peaks2(x: np.ndarray, starts: np.ndarray, counts: np.ndarray, lo: np.ndarra
   m_rise = (s_rise / np.maximum(n_rise, 1)).astype(np.float32)
   m_fall = (s_fall / np.maximum(n_fall, 1)).astype(np.float32)
   dev = (slope - np.where(t, m_rise[row], m_fall[row])).astype(np.float64) ** 2
-  v_rise = np.bincount(row[t], dev[t], minlength=nw) / np.maximum(n_rise, 1)
-  v_fall = np.bincount(row[~t], dev[~t], minlength=nw) / np.maximum(n_fall, 1)
+  v_rise = np.bincount(row[t], dev[t], minlength=nw).astype(np.float64) / np.maximum(n_rise, 1)
+  v_fall = np.bincount(row[~t], dev[~t], minlength=nw).astype(np.float64) / np.maximum(n_fall, 1)
   slopes = np.stack([m_rise, np.sqrt(v_rise), m_fall, np.sqrt(v_fall)], axis=1)
   slopes[counts == 0] = 0.0
   return peaks, slopes.astype(np.float32)
@@ -620,12 +621,23 @@ def sliding_functionals(lld: np.ndarray, window_frames: int, step_frames: int) -
   lld = np.asarray(lld, np.float32)
   if lld.ndim != 2 or lld.shape[1] != len(LLD_NAMES):
     raise ValueError(f"LLD frames of shape {lld.shape}: expected [frames, {len(LLD_NAMES)}]")
-  length = window_frames
+  nw = num_windows(lld.shape[0], window_frames, step_frames)
+  # windows are independent: bounded memory (the Peaks2 grids are windows x
+  # extrema) in chunks of _CHUNK windows (8 min of audio at a 40 ms step)
+  parts = [_functionals(lld[k * step_frames:(min(k + _CHUNK, nw) - 1) * step_frames
+                            + window_frames], window_frames, step_frames)
+           for k in range(0, nw, _CHUNK)]
+  return np.concatenate(parts) if parts else np.zeros((0, len(FUNCTIONAL_NAMES)), np.float32)
+
+
+_CHUNK = 12000
+
+
+def _functionals(lld: np.ndarray, length: int, step_frames: int) -> np.ndarray:
+  """:func:`sliding_functionals` of one chunk."""
   nw = num_windows(lld.shape[0], length, step_frames)
   starts = np.arange(nw) * step_frames
   out = np.zeros((nw, len(FUNCTIONAL_NAMES)), np.float32)
-  if nw == 0:
-    return out
   col = {name: i for i, name in enumerate(LLD_NAMES)}
   f0, loud = lld[:, col[F0]], lld[:, col[LOUDNESS]]
   voiced = f0 != 0

@@ -121,6 +121,13 @@ def test_other_sample_rates_equal_opensmile(rate, up, down):
   _assert_matches(got, want, f"{rate} Hz")
 
 
+def test_chunks_of_windows_give_the_same(signal_and_lld, monkeypatch):
+  _, _, lld = signal_and_lld
+  whole = egemaps.sliding_functionals(lld, 400, 4)
+  monkeypatch.setattr(egemaps, "_CHUNK", 37)
+  np.testing.assert_allclose(egemaps.sliding_functionals(lld, 400, 4), whole, rtol=1e-6, atol=1e-7)
+
+
 def test_omg_one_second_windows_equal_opensmile():
   """utterance_features' egemaps_functionals: 1 s windows every 100 ms."""
   x = _demo_voices()[: 5 * RATE]
