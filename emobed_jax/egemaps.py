@@ -7,8 +7,9 @@
 openSMILE's ``eGeMAPSv02.conf`` computes the 88 functionals with its
 ``cFunctionals`` components from a handful of low-level descriptor (LLD)
 streams, 10 ms apart.  :func:`lld_frames` runs the LLD part of that
-configuration once (the configuration's own include files, unchanged) and
-returns, per 10 ms frame, exactly the values those components read
+configuration once (its own include files, less the components whose output
+nothing reads) and returns, per 10 ms frame, exactly the values those
+components read
 (:data:`LLD_NAMES`: the smoothed log F0, loudness, the spectral and MFCC
 streams, their voiced-only and unvoiced-only selections with 0 elsewhere, and
 the frame energy behind the equivalent sound level).  :func:`sliding_functionals`
@@ -35,15 +36,21 @@ something discrete:
 * The equivalent sound level ``10 log10`` of the mean frame energy (floor
   1e-12).
 
-Vectorised over windows: window sums from cumulative sums (float64), one sort
-per window for percentiles, the segment statistics from the global voiced
-"islands" clipped to each window, and the peak pruning as a loop over the
-position within the window's extremum list that acts on all windows at once.
+Vectorised over windows: window sums from cumulative sums (float64; a
+window whose variance is too small for that, e.g. in digital silence, is
+summed directly), one sort per window for percentiles, the segment
+statistics from the signal's voiced "islands" clipped to each window, and the
+peak pruning with loop-free passes except one loop over each window's k-th
+running-maximum update, for all windows at once.
 ``tests/test_egemaps_windows.py`` compares every column with openSMILE's own
-fixed-mode output.  Sums of many terms (means, slope means, deviations) are
-formed in float64 where openSMILE accumulates some in float32, so values can
-differ in the last float32 digits; the discrete decisions (which extrema and
-segments count) use float32 as openSMILE does.
+fixed-mode output (4 s, 6 s and 1 s windows; speech-like signals, silence,
+noise, DC, tones, clipping, 8-44.1 kHz), and 85 random signals assembled from
+such pieces matched too: the largest relative difference seen is about 3e-6
+(Peaks2 slope means), 1e-7 to 5e-7 elsewhere, 0 for percentiles and peak
+counts.  Those differences come from sums of many terms (means, slope means,
+deviations) formed here in float64 where openSMILE accumulates some in
+float32; the discrete decisions (which extrema and segments count) use
+float32 as openSMILE does and agree.
 """
 
 from __future__ import annotations
