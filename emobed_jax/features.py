@@ -79,6 +79,7 @@ recording does) and silence there.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import tempfile
 from collections.abc import Sequence
@@ -221,17 +222,20 @@ def _recola_streams(signal: np.ndarray, sample_rate: int, windows_s: Sequence[fl
   if seconds < MIN_SECONDS:
     raise AudioError(f"{seconds:.3f} s of audio; at least {MIN_SECONDS} s is needed")
   frames = num_frames(seconds)
-  step = round(FRAME_S / egemaps.LLD_STEP_S)
-  lld = whole = None
+  fits = sorted({w for w in windows_s if seconds >= w})
+  found = {}
+  if method == "opensmile":
+    found = {w: _smile(w).process_signal(signal, sample_rate).to_numpy(np.float32) for w in fits}
+  elif fits:  # one LLD pass; each window length's functionals in its own thread
+    lld = egemaps.lld_frames(signal, sample_rate, workers=LLD_WORKERS)
+    step = round(FRAME_S / egemaps.LLD_STEP_S)
+    with concurrent.futures.ThreadPoolExecutor(max(1, min(len(fits), LLD_WORKERS))) as pool:
+      found = dict(zip(fits, pool.map(
+          lambda w: egemaps.sliding_functionals(lld, round(w / egemaps.LLD_STEP_S), step), fits)))
+  whole = None
   out = []
   for window_s in windows_s:
-    windows = np.zeros((0, NUM_FEATURES), np.float32)
-    if seconds >= window_s and method == "opensmile":
-      windows = _smile(window_s).process_signal(signal, sample_rate).to_numpy(np.float32)
-    elif seconds >= window_s:
-      if lld is None:
-        lld = egemaps.lld_frames(signal, sample_rate, workers=LLD_WORKERS)
-      windows = egemaps.sliding_functionals(lld, round(window_s / egemaps.LLD_STEP_S), step)
+    windows = found.get(window_s, np.zeros((0, NUM_FEATURES), np.float32))
     if windows.shape[0] == 0:  # shorter than one window: the whole signal's functionals
       if whole is None:
         whole = _smile(None).process_signal(signal, sample_rate).to_numpy(np.float32)
