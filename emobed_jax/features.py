@@ -15,8 +15,8 @@ package, 2.6.0) runs the low-level-descriptor (LLD) part of its own
 ``eGeMAPSv02.conf`` once over the whole signal, returning per 10 ms frame the
 36 LLD streams that configuration's functionals read; :mod:`emobed_jax.egemaps`
 then forms each window's 88 functionals in vectorised NumPy, both variants
-from the same LLDs, with openSMILE's algorithms (moments, percentiles,
-Peaks2 slopes, segments, equivalent sound level).  Long signals (30 s and
+from the same LLDs (in two threads), with openSMILE's algorithms (moments,
+percentiles, Peaks2 slopes, segments, equivalent sound level).  Long signals (30 s and
 more) are cut in two for the LLD pass, which runs in two threads; each seam is
 placed so that the result equals one pass exactly and is checked
 (``egemaps.lld_frames``).  ``method="opensmile"`` keeps the earlier way, the
@@ -42,14 +42,15 @@ equals the mean of the whole signal's LLDs
 frames (``tests/test_predict_cli.py``).
 
 Speed (``python launch/feature_speed.py --minutes=5``, a 5-minute 16 kHz
-WAV, the 2-core development machine at load average 0.8): both variants in
-3.2 s (94x real time; 5.7 CPU s in all, of which the NumPy functionals
-about 0.5 s and the rest the LLD pass in two threads), one variant 3.0-3.1 s; the
-``opensmile`` method took 9.0-9.4 s per variant and 16.9 s for both (18x)
-in the same run.  With the second core busy the split pass cannot overlap:
-5.6 s for both (54x) at load average 2.3.  The OMG ``egemaps_functionals``
-(1 s windows) use the same code; there openSMILE's own functionals were
-already cheap, and the time per utterance is unchanged (about 50 ms for 2 s).
+WAV, the shared 2-core development machine at load average 0.7-0.9, whose
+speed per CPU second varied by about half between runs): both variants in
+3.2-4.9 s (61x-94x real time; 5.7-9.3 CPU s, the NumPy functionals about
+0.5-0.8 of them, in two threads), one variant about as long; the
+``opensmile`` method took 16.9-20.6 s for both (15x-18x) in the same runs.
+With the second core busy the split pass cannot overlap: 5.6 s for both
+(54x) at load average 2.3.  The OMG ``egemaps_functionals`` (1 s windows)
+use the same code; there openSMILE's own functionals were already cheap, and
+the time per utterance is unchanged (about 50 ms for 2 s).
 
 What matches the corpus exactly: the feature names and their order (those of
 ``opensmile.FeatureSet.eGeMAPSv02`` functionals, which is the order of the
