@@ -261,9 +261,15 @@ def lld_frames(signal: np.ndarray, sample_rate: int, workers: int = 2) -> np.nda
   sustained vowel differs from one pass until that vowel ends); from a pause
   on, the pieces give the one-pass frames exactly (measured on speech-like
   signals with pauses, noise, tones and clipping: no difference at any
-  seam).  Each seam is checked: the two pieces must give identical frames for
-  the :data:`SEAM_CHECK_S` seconds before it, otherwise the signal is run
-  again in one pass.
+  seam).  Measured with a fixed margin instead (a piece started that long
+  before its seam; seams every 0.23 s of a 28 s test signal): 0.25 s, 0.5 s
+  and 1 s left differences in jitter and shimmer only, up to 0.1 % and 1.5 %
+  of their spread (F0, whose Viterbi smoothing converges within 0.25 s, and
+  all other streams identical), 2 s and 3 s none; a piece's end needs no
+  margin beyond 0.5 s (none measured).  Each seam is checked: the two pieces
+  must give identical frames for the :data:`SEAM_CHECK_S` seconds before
+  it, otherwise the signal is run again in one pass (tested with a seam
+  inside 20 s of sustained voicing).
   """
   signal = np.asarray(signal, np.float32).reshape(-1)
   hop = sample_rate // 100
