@@ -10,26 +10,47 @@ first and last vectors repeated where the window would leave the recording;
 a recording of ``d`` seconds has ``round(d / 0.04) + 1`` frames (7501 for
 5 minutes).  This module computes the same stream.
 
-How: openSMILE (the ``opensmile`` Python package, 2.6.0) runs its own
-``eGeMAPSv02.conf`` once over the whole signal, with the functionals switched
-from one vector per file (``frameMode = full``) to openSMILE's sliding-window
-mode (``frameMode = fixed``, ``frameSize = W``, ``frameStep = 0.04``):
-the low-level descriptors (LLDs, 10 ms frames) are computed once and each
-window's functionals are formed from the LLD frames inside it.  Window ``k``
-covers ``[0.04 k, 0.04 k + W]`` s, so it is centred on frame
-``t = k + W / 0.08``; frames before the first centre and after the last take
-the first and last vectors.  The two variants are two such passes.
+How (``method="numpy"``, the default): openSMILE (the ``opensmile`` Python
+package, 2.6.0) runs the low-level-descriptor (LLD) part of its own
+``eGeMAPSv02.conf`` once over the whole signal, returning per 10 ms frame the
+36 LLD streams that configuration's functionals read; :mod:`emobed_jax.egemaps`
+then forms each window's 88 functionals in vectorised NumPy, both variants
+from the same LLDs (in two threads), with openSMILE's algorithms (moments,
+percentiles, Peaks2 slopes, segments, equivalent sound level).  Long signals (30 s and
+more) are cut in two for the LLD pass, which runs in two threads; each seam is
+placed so that the result equals one pass exactly and is checked
+(``egemaps.lld_frames``).  ``method="opensmile"`` keeps the earlier way, the
+reference: openSMILE's own functionals switched from one vector per file
+(``frameMode = full``) to its sliding-window mode (``frameMode = fixed``,
+``frameSize = W``, ``frameStep = 0.04``), one full openSMILE pass per
+variant.  Window ``k`` covers LLD frames ``[4 k, 4 k + 100 W)``, i.e.
+``[0.04 k, 0.04 k + W]`` s, so it is centred on frame ``t = k + W / 0.08``;
+frames before the first centre and after the last take the first and last
+vectors.
 
-Windowing is exact: a window's ``*_amean`` functional equals the mean of
-the whole signal's LLDs (``FeatureLevel.LowLevelDescriptors``) over the 400
-(4 s) or 600 (6 s) LLD frames from ``0.04 k`` s on, to float32 rounding
-(``tests/test_predict_cli.py``).  Speed, measured on a 5-minute 16 kHz WAV
-on a shared 2-core machine: 11.1 s (arousal), 11.9 s (valence), 24.4 s
-(both): about 2.3 s per minute of audio and variant, 12x real time for
-both.  Nearly all of it is openSMILE's C code forming each window's
-functionals from its 400/600 LLD frames; forming them incrementally in
-NumPy would be faster but would have to be checked functional by functional
-against openSMILE, which is not done.
+The two methods agree to float32 rounding, all 88 columns
+(``tests/test_egemaps_windows.py``, against openSMILE's fixed-mode output
+for 4 s, 6 s and the OMG 1 s windows, on speech-like signals with pauses,
+digital silence, noise, a steady tone and clipping): the largest relative
+difference seen is about 3e-6 (Peaks2 slope means, which openSMILE sums in
+float32 and this code in float64), 1e-7 to 5e-7 for means, standard
+deviations, segment statistics and the sound level, and 0 for percentiles
+and peak counts; every discrete decision (which extrema and segments count)
+is openSMILE's.  Windowing itself is openSMILE's: a window's ``*_amean``
+equals the mean of the whole signal's LLDs
+(``FeatureLevel.LowLevelDescriptors``) over its 400 (4 s) or 600 (6 s) LLD
+frames (``tests/test_predict_cli.py``).
+
+Speed (``python launch/feature_speed.py --minutes=5``, a 5-minute 16 kHz
+WAV, the shared 2-core development machine at load average 0.7-0.9, whose
+speed per CPU second varied by about half between runs): both variants in
+3.2-4.9 s (61x-94x real time; 5.7-9.3 CPU s, the NumPy functionals about
+0.5-0.8 of them, in two threads), one variant about as long; the
+``opensmile`` method took 16.9-20.6 s for both (15x-18x) in the same runs.
+With the second core busy the split pass cannot overlap: 5.6 s for both
+(54x) at load average 2.3.  The OMG ``egemaps_functionals`` (1 s windows)
+use the same code; there openSMILE's own functionals were already cheap, and
+the time per utterance is unchanged (about 50 ms for 2 s).
 
 What matches the corpus exactly: the feature names and their order (those of
 ``opensmile.FeatureSet.eGeMAPSv02`` functionals, which is the order of the
@@ -59,13 +80,15 @@ recording does) and silence there.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import tempfile
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from emobed_jax import egemaps
 
 #: Frame step of the RECOLA feature and label streams (seconds).
 FRAME_S = 0.04
@@ -164,49 +187,106 @@ def feature_names() -> list[str]:
   return list(_smile(None).feature_names)
 
 
-def window_functionals(signal: np.ndarray, sample_rate: int, window_s: float) -> np.ndarray:
+#: Ways to compute the windowed functionals: ``"numpy"`` (one openSMILE pass
+#: for the LLDs, the windows in NumPy: :mod:`emobed_jax.egemaps`) and
+#: ``"opensmile"`` (openSMILE's own sliding-window functionals, one pass per
+#: window length: the reference).
+METHODS = ("numpy", "opensmile")
+#: Threads of the openSMILE LLD pass on long signals (``egemaps.lld_frames``).
+LLD_WORKERS = 2
+
+
+def _int16_range(signal: np.ndarray) -> np.ndarray:
+  # opensmile (2.6.0) turns the signal into int16 as ``(x * 32768).astype(int16)``,
+  # which wraps around above 32767: clip to the int16 range first (a no-op for
+  # PCM WAVs; float WAVs and decoded lossy tracks can reach or pass 1.0).
+  return np.clip(np.asarray(signal, np.float32).reshape(-1), -1.0, 32767 / 32768)
+
+
+def _check_finite(values: np.ndarray, names: Sequence[str], what: str) -> None:
+  """AudioError naming the first column with a NaN or inf value (never replaced)."""
+  bad = ~np.isfinite(values)
+  if bad.any():
+    col = int(np.flatnonzero(bad.any(axis=0))[0])
+    raise AudioError(f"openSMILE gave NaN or inf {what} values in {names[col]} "
+                     f"({int(bad[:, col].sum())} of {values.shape[0]} rows)")
+
+
+def _recola_streams(signal: np.ndarray, sample_rate: int, windows_s: Sequence[float],
+                    method: str) -> list[np.ndarray]:
+  """:func:`window_functionals` for several window lengths, one LLD pass."""
+  if method not in METHODS:
+    raise ValueError(f"method {method!r}: expected one of {METHODS}")
+  _opensmile()  # AudioError with the install hint if missing
+  signal = _int16_range(signal)
+  seconds = signal.size / sample_rate
+  if seconds < MIN_SECONDS:
+    raise AudioError(f"{seconds:.3f} s of audio; at least {MIN_SECONDS} s is needed")
+  frames = num_frames(seconds)
+  fits = sorted({w for w in windows_s if seconds >= w})
+  found = {}
+  if method == "opensmile":
+    found = {w: _smile(w).process_signal(signal, sample_rate).to_numpy(np.float32) for w in fits}
+  elif fits:  # one LLD pass; each window length's functionals in its own thread
+    lld = egemaps.lld_frames(signal, sample_rate, workers=LLD_WORKERS)
+    step = round(FRAME_S / egemaps.LLD_STEP_S)
+    with concurrent.futures.ThreadPoolExecutor(max(1, min(len(fits), LLD_WORKERS))) as pool:
+      found = dict(zip(fits, pool.map(
+          lambda w: egemaps.sliding_functionals(lld, round(w / egemaps.LLD_STEP_S), step), fits)))
+  whole = None
+  out = []
+  for window_s in windows_s:
+    windows = found.get(window_s, np.zeros((0, NUM_FEATURES), np.float32))
+    if windows.shape[0] == 0:  # shorter than one window: the whole signal's functionals
+      if whole is None:
+        whole = _smile(None).process_signal(signal, sample_rate).to_numpy(np.float32)
+      x = np.repeat(whole[:1], frames, axis=0)
+    else:
+      half = round(window_s / 2 / FRAME_S)
+      x = windows[np.clip(np.arange(frames) - half, 0, windows.shape[0] - 1)]
+    _check_finite(x, egemaps.FUNCTIONAL_NAMES, f"{window_s:g} s window")
+    out.append(x)
+  return out
+
+
+def window_functionals(signal: np.ndarray, sample_rate: int, window_s: float,
+                       method: str = "numpy") -> np.ndarray:
   """eGeMAPSv02 functionals over a centred ``window_s`` window every 40 ms.
 
   Args:
-    signal: ``[n]`` mono float samples in [-1, 1].
+    signal: ``[n]`` mono float samples in [-1, 1] (clipped to openSMILE's
+      int16 range).
     sample_rate: Hz (any; openSMILE works at the given rate).
     window_s: window length in seconds (4.0 arousal, 6.0 valence on RECOLA).
+    method: ``"numpy"`` (default) or ``"opensmile"`` (:data:`METHODS`; the
+      module docstring says how they compare).
 
   Returns:
     ``[round(n / sample_rate / 0.04) + 1, 88]`` float32; row ``t`` holds the
     functionals of ``[0.04 t - W/2, 0.04 t + W/2]``; rows whose window would
     leave the signal repeat the first / last full window's vector.  A signal
     shorter than the window gets one vector for the whole signal on every row.
-    openSMILE's NaN/inf outputs (none seen; the corpus has none) become 0.
 
   Raises:
     AudioError: opensmile is not installed; the signal is shorter than
-      :data:`MIN_SECONDS`.
+      :data:`MIN_SECONDS`; a value is NaN or inf (the column is named; none
+      seen so far, and the corpus has none).
+    ValueError: an unknown ``method``.
   """
-  signal = np.asarray(signal, np.float32).reshape(-1)
-  seconds = signal.size / sample_rate
-  if seconds < MIN_SECONDS:
-    raise AudioError(f"{seconds:.3f} s of audio; at least {MIN_SECONDS} s is needed")
-  frames = num_frames(seconds)
-  windows = np.zeros((0, NUM_FEATURES), np.float32)
-  if seconds >= window_s:
-    windows = _smile(window_s).process_signal(signal, sample_rate).to_numpy(np.float32)
-  if windows.shape[0] == 0:  # shorter than one window: the whole signal's functionals
-    windows = _smile(None).process_signal(signal, sample_rate).to_numpy(np.float32)
-    return np.repeat(windows[:1], frames, axis=0)
-  half = round(window_s / 2 / FRAME_S)
-  index = np.clip(np.arange(frames) - half, 0, windows.shape[0] - 1)
-  return np.nan_to_num(windows[index], nan=0.0, posinf=0.0, neginf=0.0)
+  return _recola_streams(signal, sample_rate, [window_s], method)[0]
 
 
 def audio_features(wav: str | os.PathLike[str] | tuple[np.ndarray, int],
-                   variants: Sequence[str] = ("arousal", "valence")) -> np.ndarray:
+                   variants: Sequence[str] = ("arousal", "valence"),
+                   method: str = "numpy") -> np.ndarray:
   """A WAV's RECOLA audio features, the ``variants`` side by side.
 
   Args:
     wav: a WAV path (:func:`read_wav`) or ``(signal [n], sample_rate)``.
     variants: ``"arousal"`` (4 s windows) and/or ``"valence"`` (6 s), in
       the order wanted: a run's ``DataConfig.variants()``.
+    method: ``"numpy"`` (default: one openSMILE pass serves all variants) or
+      ``"opensmile"`` (:func:`window_functionals`).
 
   Returns:
     ``[frames, 88 * len(variants)]`` float32, ``frames = round(duration /
@@ -214,15 +294,15 @@ def audio_features(wav: str | os.PathLike[str] | tuple[np.ndarray, int],
     functionals in the corpus's column order.
 
   Raises:
-    AudioError: the WAV cannot be read (:func:`read_wav`) or opensmile is
-      missing.
-    ValueError: an unknown variant name.
+    AudioError: the WAV cannot be read (:func:`read_wav`), opensmile is
+      missing, or a value is NaN or inf.
+    ValueError: an unknown variant name or method.
   """
   for v in variants:
     if v not in WINDOW_S:
       raise ValueError(f"variant {v!r}: expected one of {sorted(WINDOW_S)}")
   signal, rate = wav if isinstance(wav, tuple) else read_wav(wav)
-  return np.concatenate([window_functionals(signal, rate, WINDOW_S[v]) for v in variants],
+  return np.concatenate(_recola_streams(signal, rate, [WINDOW_S[v] for v in variants], method),
                         axis=1)
 
 
@@ -293,7 +373,7 @@ def _utterance_smile(kind: str):
       _SMILES[kind] = opensmile.Smile(
           feature_set=getattr(opensmile.FeatureSet, feature_set),
           feature_level=opensmile.FeatureLevel.LowLevelDescriptors)
-    else:  # openSMILE's own sliding-window functionals, as for RECOLA above
+    else:  # openSMILE's own sliding-window functionals (their names; the reference)
       _SMILES[kind] = _smile(UTTERANCE_WINDOW_S, UTTERANCE_HOP_S)
   return _SMILES[kind]
 
@@ -354,8 +434,9 @@ def utterance_features(
   * ``egemaps_lld``: the 25 eGeMAPSv02 low-level descriptors, one vector
     every 10 ms (openSMILE's 20 ms / 60 ms analysis frames, smoothed);
   * ``egemaps_functionals``: the 88 eGeMAPSv02 functionals over 1 s windows
-    every 100 ms (openSMILE's sliding-window functionals, as the RECOLA stream
-    above; row ``k`` covers ``[0.1 k, 0.1 k + 1]`` s, no padding); an utterance
+    every 100 ms (computed as the RECOLA stream above: one openSMILE LLD pass,
+    the windows in NumPy, equal to openSMILE's sliding-window functionals to
+    float32 rounding; row ``k`` covers ``[0.1 k, 0.1 k + 1]`` s, no padding); an utterance
     without a full window (shorter than about 1.05 s) gets one vector over the
     whole signal.  1 s holds
     a few syllables (enough for pitch and loudness statistics) and 10 vectors
@@ -388,27 +469,25 @@ def utterance_features(
     signal, rate = read_wav(source)
   else:
     signal, rate = decode_sound_track(source)
-  # opensmile (2.6.0) turns the signal into int16 as ``(x * 32768).astype(int16)``,
-  # which wraps around above 32767: decoded lossy tracks (AAC) can overshoot
-  # 1.0 slightly, so clip to the int16 range first (a no-op for PCM WAVs).
-  signal = np.clip(np.asarray(signal, np.float32).reshape(-1), -1.0, 32767 / 32768)
+  signal = _int16_range(signal)
   seconds = signal.size / rate
   if seconds < MIN_SECONDS:
     raise AudioError(f"{seconds:.3f} s of audio; at least {MIN_SECONDS} s is needed")
-  smile = _utterance_smile(kind)
-  values = np.zeros((0, UTTERANCE_FEATURES[kind][2]), np.float32)
-  if kind != "egemaps_functionals" or seconds >= UTTERANCE_WINDOW_S:
-    with warnings.catch_warnings():  # its all-NaN filler row is handled below
-      warnings.filterwarnings("ignore", "Segment too short", UserWarning)
-      values = smile.process_signal(signal, rate).to_numpy(np.float32)
-  if kind == "egemaps_functionals":
-    # Signals just over one window may get no full window; opensmile then
-    # returns one all-NaN row ("Segment too short, filling with NaN").
-    values = values[~np.all(np.isnan(values), axis=1)]
-    if values.shape[0] == 0:
+  if kind == "egemaps_functionals":  # as the RECOLA stream: one LLD pass, windows in NumPy
+    _opensmile()
+    values = np.zeros((0, NUM_FEATURES), np.float32)
+    if seconds >= UTTERANCE_WINDOW_S:
+      lld = egemaps.lld_frames(signal, rate, workers=1)
+      values = egemaps.sliding_functionals(lld, round(UTTERANCE_WINDOW_S / LLD_STEP_S),
+                                           round(UTTERANCE_HOP_S / LLD_STEP_S))
+    if values.shape[0] == 0:  # no full window: one vector over the whole signal
       values = _smile(None).process_signal(signal, rate).to_numpy(np.float32)
+    names = list(egemaps.FUNCTIONAL_NAMES)
+  else:
+    smile = _utterance_smile(kind)
+    values = smile.process_signal(signal, rate).to_numpy(np.float32)
+    names = list(smile.feature_names)
   if values.shape[0] == 0:
     raise AudioError(f"openSMILE gave no {kind} frame for {seconds:.3f} s of audio")
-  if not np.all(np.isfinite(values)):
-    raise AudioError(f"openSMILE gave NaN or inf {kind} values")
-  return values, utterance_frame_rate(kind), list(smile.feature_names)
+  _check_finite(values, names, kind)
+  return values, utterance_frame_rate(kind), names

@@ -102,10 +102,15 @@ def test_windowed_functionals_equal_opensmile_on_the_window(wav):
           f"{max(seg_rel[-3:]):.3f} of their spread over windows; all 88: median "
           f"{np.median(all88):.3f}, max {all88.max():.1f} ({win.columns[all88.argmax()]})")
   assert max(seg_rel) < 0.25
-  x = features.window_functionals(signal, rate, 4.0)
+  x = features.window_functionals(signal, rate, 4.0, method="opensmile")
   np.testing.assert_array_equal(x[50], win.to_numpy(np.float32)[0])  # centred: t = k + 50
   np.testing.assert_array_equal(x[0], x[50])  # edges repeated
   np.testing.assert_array_equal(x[-1], win.to_numpy(np.float32)[-1])
+  # the default (NumPy) method: the same rows to float32 rounding
+  # (tests/test_egemaps_windows.py compares every column)
+  y = features.window_functionals(signal, rate, 4.0)
+  np.testing.assert_allclose(y, x, rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(y[0], y[50])
 
 
 def test_predict_a_wav_writes_csv_and_png(run, wav, tmp_path, capsys):
