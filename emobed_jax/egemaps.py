@@ -191,6 +191,100 @@ def _lld_config(root: Path) -> Path:
   return conf
 
 
+# The 25 eGeMAPSv02 LLDs every 10 ms (``FeatureLevel.LowLevelDescriptors``,
+# the OMG ``egemaps_lld`` features) from the same two include files, keeping
+# only the components those 25 depend on: eGeMAPSv02.conf also runs the
+# functionals' voiced/unvoiced selections and smoothers, the sound-level
+# energy and the functionals themselves (which buffer the whole signal),
+# none of which the LLD output reads.
+_LLD25_CONFIG = """\
+[componentInstances:cComponentManager]
+instance[dataMemory].type=cDataMemory
+printLevelStats=0
+
+\\{{\\cm[source{{?}}:include external source]}}
+\\{{{include0}}}
+\\{{{include1}}}
+
+[componentInstances:cComponentManager]
+instance[lldconcat].type=cVectorConcat
+
+[lldconcat:cVectorConcat]
+reader.dmLevel = egemapsv02_lldsetE_smo;egemapsv02_lldsetF_smo
+writer.dmLevel = lld
+includeSingleElementFields = 1
+
+\\{{\\cm[sink{{?}}:include external sink]}}
+"""
+_READER = re.compile(r"^\s*\w*reader\.dmLevel\s*=\s*(.*?)\s*$", re.IGNORECASE | re.MULTILINE)
+_WRITER = re.compile(r"^\s*writer\.dmLevel\s*=\s*(.*?)\s*$", re.IGNORECASE | re.MULTILINE)
+
+
+def _components(text: str) -> dict[str, tuple[set[str], set[str]]]:
+  """``{component: (levels read, levels written)}`` of an openSMILE config
+  text (its ``[name:cType]`` sections)."""
+  out = {}
+  parts = re.split(r"^\[([^\]:]+):c\w+\]\s*$", text, flags=re.MULTILINE)
+  for name, body in zip(parts[1::2], parts[2::2]):
+    def levels(rx):
+      return {v.strip() for m in rx.findall(body) for v in m.split(";") if v.strip()}
+    out[name.strip()] = (levels(_READER), levels(_WRITER))
+  return out
+
+
+def _needed(components: dict[str, tuple[set[str], set[str]]], levels: set[str]) -> set[str]:
+  """The components whose output ``levels`` depend on (transitively)."""
+  need, todo = set(), set(levels)
+  while todo:
+    level = todo.pop()
+    for name, (reads, writes) in components.items():
+      if level in writes and name not in need:
+        need.add(name)
+        todo |= reads
+  return need
+
+
+def _lld25_config(root: Path) -> Path:
+  """The configuration of the 25 eGeMAPSv02 LLDs (:data:`_LLD25_CONFIG`),
+  written to the temp folder: the two include files less every component
+  the LLD output does not depend on."""
+  folder = Path(tempfile.gettempdir())
+  texts = [(root / name).read_text().replace("../../shared/", f"{root}/shared/")
+           for name in _LLD_INCLUDES]
+  components = _components("\n".join(texts))
+  need = _needed(components, {"egemapsv02_lldsetE_smo", "egemapsv02_lldsetF_smo"})
+  if not {"gemapsv01b_pitchJitter", "gemapsv01b_formantLpc", "egemapsv02_smoE"} <= need:
+    raise RuntimeError(f"openSMILE's eGeMAPSv02 LLD includes in {root}: unexpected "
+                       f"component graph (kept {sorted(need)})")
+  includes = []
+  for name, text in zip(_LLD_INCLUDES, texts):
+    for component in set(components) - need:
+      text = re.sub(rf"^instance\[{re.escape(component)}\]\.type\s*=.*$", "", text,
+                    flags=re.MULTILINE)
+    path = folder / f"emobed_lld25_{Path(name).name}.{os.getuid()}"
+    _write_if_changed(path, text)
+    includes.append(path)
+  conf = folder / f"emobed_egemaps_lld25_{os.getuid()}.conf"
+  _write_if_changed(conf, _LLD25_CONFIG.format(include0=includes[0], include1=includes[1]))
+  return conf
+
+
+def lld25_smile():
+  """An openSMILE extractor of the 25 eGeMAPSv02 LLDs every 10 ms: the
+  values and names of ``opensmile.Smile(eGeMAPSv02, LowLevelDescriptors)``
+  (tested equal) with only the components they depend on (a new extractor
+  each call; build one per process and reuse it).
+
+  Raises:
+    ImportError: opensmile is not installed.
+    RuntimeError: the installed opensmile's configuration files are not the
+      ones this was written against.
+  """
+  import opensmile  # optional: the audio extra
+  conf = _lld25_config(Path(opensmile.__file__).parent / "core/config")
+  return opensmile.Smile(feature_set=str(conf), feature_level="lld")
+
+
 _LLD_SMILE = None
 _LOCK = threading.Lock()
 

@@ -369,7 +369,9 @@ def _utterance_smile(kind: str):
   if kind not in _SMILES:
     opensmile = _opensmile()
     feature_set, level, _ = UTTERANCE_FEATURES[kind]
-    if level == "lld":
+    if kind == "egemaps_lld":  # the same 25 LLDs with only the components they need
+      _SMILES[kind] = egemaps.lld25_smile()
+    elif level == "lld":
       _SMILES[kind] = opensmile.Smile(
           feature_set=getattr(opensmile.FeatureSet, feature_set),
           feature_level=opensmile.FeatureLevel.LowLevelDescriptors)

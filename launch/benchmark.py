@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import dataclasses
 import itertools
 import json
 import multiprocessing
@@ -269,7 +270,9 @@ def loop_rows(setting: str, b: int, t: int, args, dims=REAL_DIMS,
   ``train._train_loop`` (data, step, on-device metric sums, a log line
   every 10 steps to metrics.jsonl and TensorBoard, no checkpoints, no
   validation) on :func:`synthetic_recordings` of widths ``dims`` (nine of
-  ``frames`` frames), windows of ``t`` frames every 50, global batch ``b``
+  ``frames`` frames; without the auxiliary modality for ``mono``, as
+  ``run_data`` loads them; before 2026-11-30 the mono rows also cut the
+  unused aux windows), windows of ``t`` frames every 50, global batch ``b``
   over all local devices, for ``steps`` timed steps after ``warm`` untimed
   ones (from the log line after step ``warm``, which waits for the device,
   to the end of the last step; a log line every ``warm`` steps).  Feeds:
@@ -295,15 +298,17 @@ def loop_rows(setting: str, b: int, t: int, args, dims=REAL_DIMS,
   from emobed_jax import device_windows, input_pipeline, losses, parallel, prefetch, train
   from emobed_jax import workdir as wd
   from emobed_jax.config import DataConfig, RunConfig
+  _, rnn, unroll = parse_variant(variant)
+  cfg = core_config(setting, rnn, unroll, dims=dims)
   recs = synthetic_recordings(dims, frames=frames, seed=args["seed"])
+  if not cfg.task.parts["aux"]:  # as run_data loads them: no auxiliary modality
+    recs = [dataclasses.replace(r, aux=None) for r in recs]
   source = input_pipeline.WindowSource(recs, t, 50)
   spe = 10 ** 9   # no epoch ends: no validation
   num_epochs = -(-(warm + steps + 1) * b // len(source)) + 1
   grain_batches = input_pipeline.train_batches(source, b, args["seed"], num_epochs)
   fast = input_pipeline.WindowBatches(source, b, args["seed"], num_epochs)
   stop = min(len(fast), warm + steps)
-  _, rnn, unroll = parse_variant(variant)
-  cfg = core_config(setting, rnn, unroll, dims=dims)
   config = RunConfig(core=cfg, data=DataConfig(window=t), batch_size=b, log_every=warm)
   model, state0 = train.create_train_state(cfg, jax.random.key(args["seed"]))
   host0 = jax.device_get(state0)

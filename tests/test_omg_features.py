@@ -95,3 +95,22 @@ def test_broken_clip_is_skipped_with_reason(tmp_path):
   broken.write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video")
   out = extract.extract_clip(_clip(tmp_path, broken), "egemaps_lld")
   assert out["skip"] == extract.UNREADABLE_AUDIO and str(broken) in out["warning"]
+
+
+def test_egemaps_lld_equal_the_full_configurations_lld_output():
+  """The OMG egemaps_lld extractor runs only the components the 25 LLDs
+  depend on: names and values equal opensmile's own eGeMAPSv02 LLD output
+  (speech-like signal with pauses, digital silence and noise)."""
+  from emobed_jax import egemaps
+  rng = np.random.default_rng(5)
+  x = np.concatenate([features.synthetic_utterance(3.0, RATE, seed=4), np.zeros(RATE // 2),
+                      0.05 * rng.standard_normal(RATE // 2), features.synthetic_utterance(
+                          1.5, RATE, seed=6)]).astype(np.float32)
+  ref = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
+                        feature_level=opensmile.FeatureLevel.LowLevelDescriptors)
+  want = ref.process_signal(x, RATE)
+  trimmed = egemaps.lld25_smile()
+  got = trimmed.process_signal(x, RATE)
+  assert list(got.columns) == list(want.columns) and len(want.columns) == 25
+  assert got.shape == want.shape and got.shape[0] > 400
+  np.testing.assert_array_equal(got.to_numpy(), want.to_numpy())
