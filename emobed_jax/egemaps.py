@@ -126,7 +126,9 @@ _UNUSED = ("gemapsv01b_lldSetSelectorE", "gemapsv01b_lldSetSelectorF",
            "gemapsv01b_smoNoF0andLoudnNz", "gemapsv01b_smoSpectralZ", "gemapsv01b_smoSpectralNz",
            "egemapsv02_lldSetSelectorE", "egemapsv02_lldSetSelectorF", "egemapsv02_smoFnz",
            "egemapsv02_smoE")
-_CONFIG = """\
+# The head of both configurations below: memory, source, the two (trimmed)
+# LLD include files.
+_CONFIG_HEAD = """\
 [componentInstances:cComponentManager]
 instance[dataMemory].type=cDataMemory
 printLevelStats=0
@@ -135,6 +137,8 @@ printLevelStats=0
 \\{{{include0}}}
 \\{{{include1}}}
 
+"""
+_CONFIG = _CONFIG_HEAD + """\
 [componentInstances:cComponentManager]
 instance[gemapsv01b_smoF0].type=cContourSmoother
 instance[gemapsv01b_smoLoudness].type=cContourSmoother
@@ -197,15 +201,7 @@ def _lld_config(root: Path) -> Path:
 # functionals' voiced/unvoiced selections and smoothers, the sound-level
 # energy and the functionals themselves (which buffer the whole signal),
 # none of which the LLD output reads.
-_LLD25_CONFIG = """\
-[componentInstances:cComponentManager]
-instance[dataMemory].type=cDataMemory
-printLevelStats=0
-
-\\{{\\cm[source{{?}}:include external source]}}
-\\{{{include0}}}
-\\{{{include1}}}
-
+_LLD25_CONFIG = _CONFIG_HEAD + """\
 [componentInstances:cComponentManager]
 instance[lldconcat].type=cVectorConcat
 
