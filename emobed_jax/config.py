@@ -397,7 +397,7 @@ class RunConfig:
                                 "it such a batch stops the run.", identity=False)
   input_feed: str = option(
       "auto", "Where training windows are cut: host (a background thread cuts each batch "
-      "and copies it to the devices), device (the training split is copied to every "
+      "into one block per device and puts it there; on a CPU without a copy), device (the training split is copied to every "
       "device once and each step's windows are cut there from their positions), auto = "
       "device on a GPU/TPU, host on a CPU and for OMG utterances (device is refused "
       "for them). The data order and values are the same either way.",

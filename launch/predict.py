@@ -327,6 +327,8 @@ def main(argv: list[str]) -> None:
   workdir = Path(FLAGS.workdir).expanduser()
   if not workdir.is_dir():
     _cli.fail(f"--workdir={workdir}: not found; expected a workdir written by launch/train.py")
+  if not Path(FLAGS.input).expanduser().exists():  # before the (slow) checkpoint restore
+    _cli.fail(f"--input={Path(FLAGS.input).expanduser()}: not found")
   try:
     predictor = load_predictor(workdir)
     files = inputs(Path(FLAGS.input).expanduser(), predictor)

@@ -96,7 +96,9 @@ def _summary(builder) -> None:
 
 class _Progress:
   """``progress(done, total, elapsed_s)`` for prepare(): a line every 10 %
-  or 10 s, with the ETA."""
+  or 10 s, with the ETA; none before 5 % of the clips or 10 s (the first
+  clips include the workers' start-up, so an ETA from them is far too
+  high)."""
 
   def __init__(self) -> None:
     self._last_time = 0.0
@@ -104,6 +106,8 @@ class _Progress:
 
   def __call__(self, done: int, total: int, elapsed: float) -> None:
     tenth = 10 * done // max(total, 1)
+    if done < total and done < max(2, total // 20) and elapsed < 10:
+      return
     if done < total and tenth == self._last_tenth and elapsed - self._last_time < 10:
       return
     self._last_time, self._last_tenth = elapsed, tenth

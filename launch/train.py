@@ -208,8 +208,8 @@ def main(argv: list[str]) -> None:
   finally:
     stop.restore()
   if not multi or multi["process_index"] == 0:
-    _cli.say(f"results: {workdir / 'results.json'} (wall time "
-             f"{time.perf_counter() - start:.0f} s)")
+    _cli.say(f"results: {workdir / 'results.json'} (this command: "
+             f"{time.perf_counter() - start:.0f} s wall)")
 
 
 if __name__ == "__main__":
