@@ -245,9 +245,12 @@ def test_window_positions_are_filled_ahead_and_fail_at_their_step():
       np.testing.assert_array_equal(got["start"], batches.start[rows])
       np.testing.assert_array_equal(got["length"], batches.length[rows])
       assert got["start"].dtype == np.int32
+    other = dw.WindowIds(batches, 2)
     with pytest.raises(IndexError, match="steps 2 to"):
-      dw.WindowIds(batches, 2)[1]
+      other[1]
+    other.close()
     ids.close()
+    assert not ids._thread.is_alive() and not other._thread.is_alive()
 
   class Failing:
     def __init__(self, inner):
@@ -265,4 +268,4 @@ def test_window_positions_are_filled_ahead_and_fail_at_their_step():
   with pytest.raises(Boom, match="ids 3"):
     ids[3]
   ids.close()
-  assert not any(t.name == "WindowIds" and t.is_alive() for t in threading.enumerate())
+  assert not ids._thread.is_alive()
