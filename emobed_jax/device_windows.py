@@ -7,8 +7,9 @@ still grain's, a pure function of ``(seed, step)``), instead of the windows
 themselves (``b x W x (Dt + Da + D)`` float32: 20 MB per step at B=32, W=300,
 RECOLA widths 176/336).  That matters where the step is fast and the host
 slow to feed it: the host path (``input_pipeline.WindowBatches`` through
-``prefetch.DevicePrefetch``, one producer thread) cuts about 1.6 M frames/s
-at these widths on this project's 2-core machine, while the H200 step of
+``prefetch.DevicePrefetch``, one producer thread) cuts and places 1.5-2.1 M
+frames/s at these widths on this project's 2-core machine (``pipeline`` rows
+of ``launch/benchmark.py``, 2026-11-30), while the H200 step of
 ``benchmarks/`` consumes 2.3-7.9 M frames/s.  On a CPU both paths do the same
 copy on the same cores (see ``launch/benchmark.py``'s loop rows, which measure
 both), so ``--input_feed=auto`` keeps the host path there.
@@ -72,7 +73,7 @@ class WindowIds:
   from construction, while the step compiles: grain's shuffle costs 25-90 us
   per window (a C++ call per index plus its per-element bookkeeping; 2 ms per
   B=32 and 6 ms per B=128 step on this project's 2-core machine), which
-  would cap one thread at 5-6 M frames/s of positions at T=300, below the
+  would cap one thread at 4.4-6.5 M frames/s of positions at T=300, below the
   fastest H200 step of ``benchmarks/`` (7.9 M frames/s).  Reading a filled
   step is a table lookup; a step not yet filled waits for it.  The table
   holds ``2 x b`` int32 per step (a RECOLA run of 30 epochs at B=32: 0.3 MB).

@@ -56,6 +56,7 @@ float32 as openSMILE does and agree.
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 import os
 import re
 import tempfile
@@ -113,19 +114,13 @@ _LOG_FLOOR = np.float32(1e-12)  # cVectorOperation logfloor (dBp)
 # the LLD pass
 # ---------------------------------------------------------------------------
 
-# The LLD part of eGeMAPSv02.conf: its two LLD include files, less the
-# components whose output neither the eGeMAPSv02 functionals nor its LLD
-# output read (GeMAPSv01b's selections and smoothers, eGeMAPSv02's LLD-output
-# sets; about 9 % of the pass), and the F0 and loudness smoothers, which sit
-# in GeMAPSv01b's functionals include (the same two sections).
+# The LLD part of eGeMAPSv02.conf: its two LLD include files, less every
+# component whose output the levels read (LLD_LEVELS) do not depend on
+# (GeMAPSv01b's selections and smoothers, eGeMAPSv02's LLD-output sets:
+# 16 components, about 9 % of the pass; found by _needed), and the F0 and
+# loudness smoothers, which sit in GeMAPSv01b's functionals include (the
+# same two sections).
 _LLD_INCLUDES = ("gemaps/v01b/GeMAPSv01b_core.lld.conf.inc", "egemaps/v02/eGeMAPSv02_core.lld.conf.inc")
-_UNUSED = ("gemapsv01b_lldSetSelectorE", "gemapsv01b_lldSetSelectorF",
-           "gemapsv01b_lldSetSelectorNoF0LoudnNz", "gemapsv01b_logSpectralVoiced",
-           "gemapsv01b_logSpectralUnvoiced", "gemapsv01b_lldSetSelectorSpectralNz",
-           "gemapsv01b_lldSetSelectorSpectralZ", "gemapsv01b_smoFnz", "gemapsv01b_smoE",
-           "gemapsv01b_smoNoF0andLoudnNz", "gemapsv01b_smoSpectralZ", "gemapsv01b_smoSpectralNz",
-           "egemapsv02_lldSetSelectorE", "egemapsv02_lldSetSelectorF", "egemapsv02_smoFnz",
-           "egemapsv02_smoE")
 # The head of both configurations below: memory, source, the two (trimmed)
 # LLD include files.
 _CONFIG_HEAD = """\
@@ -173,26 +168,8 @@ def _write_if_changed(path: Path, text: str) -> None:
 
 
 def _lld_config(root: Path) -> Path:
-  """The LLD configuration, written to the temp folder: the trimmed copies of
-  the two include files (their relative includes made absolute) and the
-  main file."""
-  folder = Path(tempfile.gettempdir())
-  includes, removed = [], dict.fromkeys(_UNUSED, 0)
-  for name in _LLD_INCLUDES:
-    text = (root / name).read_text().replace("../../shared/", f"{root}/shared/")
-    for component in _UNUSED:
-      text, n = re.subn(rf"^instance\[{component}\]\.type\s*=.*$", "", text,
-                        flags=re.MULTILINE)
-      removed[component] += n
-    path = folder / f"emobed_{Path(name).name}.{os.getuid()}"
-    _write_if_changed(path, text)
-    includes.append(path)
-  if set(removed.values()) != {1}:
-    raise RuntimeError(f"openSMILE's eGeMAPSv02 LLD includes in {root}: expected each of "
-                       f"these components once: {removed}")
-  conf = folder / f"emobed_egemaps_lld_{os.getuid()}.conf"
-  _write_if_changed(conf, _CONFIG.format(include0=includes[0], include1=includes[1]))
-  return conf
+  """The LLD configuration (:data:`_CONFIG`) written to the temp folder."""
+  return _write_config(root, _CONFIG, set(LLD_LEVELS), "emobed_egemaps_lld")
 
 
 # The 25 eGeMAPSv02 LLDs every 10 ms (``FeatureLevel.LowLevelDescriptors``,
@@ -220,11 +197,12 @@ def _components(text: str) -> dict[str, tuple[set[str], set[str]]]:
   """``{component: (levels read, levels written)}`` of an openSMILE config
   text (its ``[name:cType]`` sections)."""
   out = {}
-  parts = re.split(r"^\[([^\]:]+):c\w+\]\s*$", text, flags=re.MULTILINE)
-  for name, body in zip(parts[1::2], parts[2::2]):
+  parts = re.split(r"^\[([^\]:]+):(c\w+)\]\s*$", text, flags=re.MULTILINE)
+  for name, kind, body in zip(parts[1::3], parts[2::3], parts[3::3]):
     def levels(rx):
       return {v.strip() for m in rx.findall(body) for v in m.split(";") if v.strip()}
-    out[name.strip()] = (levels(_READER), levels(_WRITER))
+    if kind != "cComponentManager":  # the instance lists, not a component
+      out[name.strip()] = (levels(_READER), levels(_WRITER))
   return out
 
 
@@ -241,15 +219,31 @@ def _needed(components: dict[str, tuple[set[str], set[str]]], levels: set[str]) 
 
 
 def _lld25_config(root: Path) -> Path:
-  """The configuration of the 25 eGeMAPSv02 LLDs (:data:`_LLD25_CONFIG`),
-  written to the temp folder: the two include files less every component
-  the LLD output does not depend on."""
+  """The configuration of the 25 eGeMAPSv02 LLDs (:data:`_LLD25_CONFIG`)
+  written to the temp folder."""
+  return _write_config(root, _LLD25_CONFIG,
+                       {"egemapsv02_lldsetE_smo", "egemapsv02_lldsetF_smo"},
+                       "emobed_egemaps_lld25")
+
+
+def _write_config(root: Path, template: str, levels: set[str], stem: str) -> Path:
+  """``template`` with copies of the two LLD include files that keep only
+  the components ``levels`` depend on (through the includes and the
+  template's own sections: :func:`_needed`), written to the temp folder
+  (``<stem>_<uid>.conf`` and its includes).
+
+  Raises:
+    RuntimeError: the include files do not have the components every
+      eGeMAPS LLD set needs (another openSMILE configuration layout).
+  """
   folder = Path(tempfile.gettempdir())
+  # One set of files per opensmile install (the includes name its folder).
+  stem = f"{stem}_{hashlib.sha1(str(root).encode()).hexdigest()[:8]}"
   texts = [(root / name).read_text().replace("../../shared/", f"{root}/shared/")
            for name in _LLD_INCLUDES]
-  components = _components("\n".join(texts))
-  need = _needed(components, {"egemapsv02_lldsetE_smo", "egemapsv02_lldsetF_smo"})
-  if not {"gemapsv01b_pitchJitter", "gemapsv01b_formantLpc", "egemapsv02_smoE"} <= need:
+  components = _components("\n".join(texts) + template)
+  need = _needed(components, levels)
+  if not {"gemapsv01b_pitchJitter", "gemapsv01b_formantLpc", "gemapsv01b_shs"} <= need:
     raise RuntimeError(f"openSMILE's eGeMAPSv02 LLD includes in {root}: unexpected "
                        f"component graph (kept {sorted(need)})")
   includes = []
@@ -257,11 +251,11 @@ def _lld25_config(root: Path) -> Path:
     for component in set(components) - need:
       text = re.sub(rf"^instance\[{re.escape(component)}\]\.type\s*=.*$", "", text,
                     flags=re.MULTILINE)
-    path = folder / f"emobed_lld25_{Path(name).name}.{os.getuid()}"
+    path = folder / f"{stem}_{Path(name).name}.{os.getuid()}"
     _write_if_changed(path, text)
     includes.append(path)
-  conf = folder / f"emobed_egemaps_lld25_{os.getuid()}.conf"
-  _write_if_changed(conf, _LLD25_CONFIG.format(include0=includes[0], include1=includes[1]))
+  conf = folder / f"{stem}_{os.getuid()}.conf"
+  _write_if_changed(conf, template.format(include0=includes[0], include1=includes[1]))
   return conf
 
 

@@ -16,8 +16,9 @@ the shapes may differ from batch to batch (length buckets).  If it also has
 ``shards(step, n)`` (per-device blocks of rows in separate buffers, as
 ``WindowBatches`` has), each block is put on its device directly: on a CPU
 a 64-byte-aligned block becomes the device buffer without a copy, one copy
-of every batch less per step (the producer's host work for an emobed batch,
-B=32, widths 176/336, 2 cores: 11 ms -> 5 ms, measured 2026-11-30).
+of every batch less per step (the producer's host work per emobed batch,
+widths 176/336, T=300, one thread: 8.7 -> 6.3 ms at B=32, 35 -> 23 ms at
+B=128, measured 2026-11-30; PERF_NOTES.md, "Input, second pass").
 
 Why a thread of our own and not grain's prefetch: grain's
 ``MapDataset.to_iter_dataset().prefetch``/``mp_prefetch`` produce host

@@ -5,6 +5,7 @@ file, never another exception.  Deterministic like tests/test_arff_fuzz.py."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from emobed_datasets.errors import DataError
 from emobed_datasets.omg_emotion import readers
 from hypothesis import HealthCheck, given, settings
@@ -38,9 +39,11 @@ def _check(parse, data: bytes, path: str):
 
 
 @CI
-@given(st.binary(max_size=300))
-def test_omg_csv_any_bytes(data):
-  _check(readers.parse_omg_csv, data, "omg.csv")
+@pytest.mark.parametrize("parse, path", [(readers.parse_omg_csv, "omg.csv"),
+                                         (readers.parse_openface, "face.csv")])
+@given(data=st.binary(max_size=300))
+def test_any_bytes_give_a_result_or_one_line_error(parse, path, data):
+  _check(parse, data, path)
 
 
 @CI
@@ -69,12 +72,6 @@ def test_openface_rows(rows):
   out = _check(readers.parse_openface, (_OF_HEADER + "\n".join(rows)).encode(), "face.csv")
   if out is not None:
     assert out.features.shape == (len([r for r in rows if r.replace(",", "").strip()]), 47)
-
-
-@CI
-@given(st.binary(max_size=300))
-def test_openface_any_bytes(data):
-  _check(readers.parse_openface, data, "face.csv")
 
 
 @CI
