@@ -368,7 +368,7 @@ def main(argv: list[str]) -> None:
       _cli.fail(f"{e.strerror or e}: {e.filename}" if e.filename else e)
     for i, (f, csv, png, what) in enumerate(done, g + 1):
       eta = (time.perf_counter() - start) / i * (len(files) - i)
-      _cli.say(f"[{i}/{len(files)}] {f.name}: {what} -> {csv} and {png.name} "
+      _cli.say(f"[{i}/{len(files)}] {f.name}: {what} -> {csv} and {png} "
                f"({time.perf_counter() - start:.1f} s, ETA {_cli.fmt_seconds(eta)})")
 
 
